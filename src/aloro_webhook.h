@@ -1,0 +1,97 @@
+/*-------------------------------------------------------------------------
+ * aloro_webhook.h
+ *		Declarations shared by the files of the aloro_webhook extension.
+ *
+ * IDENTIFICATION
+ *		src/aloro_webhook.h
+ *-------------------------------------------------------------------------
+ */
+#ifndef ALORO_WEBHOOK_H
+#define ALORO_WEBHOOK_H
+
+#include "postgres.h"
+
+#include <sys/socket.h>
+
+#include "lib/stringinfo.h"
+#include "access/htup.h"
+#include "access/tupdesc.h"
+#include "utils/guc.h"
+#include "utils/jsonb.h"
+#include "utils/timestamp.h"
+
+#define AW_VERSION "0.1.0"
+#define AW_USER_AGENT "aloro-webhook/" AW_VERSION
+#define AW_WORKER_NAME "aloro_webhook worker"
+
+/* settings (aloro_webhook.c) */
+extern char *aw_database_name;
+extern char *aw_retry_schedule;
+extern int	aw_timeout_ms;
+extern char *aw_ca_file;
+extern char *aw_allowed_networks;
+extern int	aw_max_in_flight;
+extern int	aw_max_in_flight_per_webhook;
+extern int	aw_response_body_limit;
+extern int	aw_idle_check_ms;
+extern int	aw_batch_size;
+
+/* aloro_webhook.c: waking the worker */
+extern void aw_wake_worker_at_commit(void);
+extern void aw_worker_publish_latch(void);
+extern void aw_worker_unpublish_latch(int code, Datum arg);
+
+/* schedule.c: aloro_webhook.retry_schedule */
+typedef struct AwSchedule
+{
+	int			nentries;
+	int64		delay_ms[FLEXIBLE_ARRAY_MEMBER];
+} AwSchedule;
+extern bool aw_check_retry_schedule(char **newval, void **extra, GucSource source);
+extern void aw_assign_retry_schedule(const char *newval, void *extra);
+extern const AwSchedule *aw_current_schedule(void);
+
+/* json_out.c: JSON exactly as JavaScript's JSON.stringify prints it */
+extern void aw_json_string(StringInfo out, const char *s, int len);
+extern void aw_json_cstring(StringInfo out, const char *s);
+extern void aw_json_double(StringInfo out, double d);
+extern void aw_json_numeric_text(StringInfo out, const char *num);
+extern void aw_json_jsonb(StringInfo out, JsonbContainer *jc);
+extern void aw_json_jsonb_value(StringInfo out, JsonbValue *v);
+extern void aw_json_jsonb_object_with(StringInfo out, JsonbContainer *jc,
+									  const char *extra_key, const char *extra_json);
+extern bool aw_is_array_index(const char *key, int len);
+extern void aw_json_utc(StringInfo out, TimestampTz ts);
+
+/* row.c: the columns of a calls row, read by name */
+typedef struct AwRow
+{
+	TupleDesc	tupdesc;
+	HeapTuple	tuple;
+} AwRow;
+extern char *aw_row_text(AwRow *row, const char *name);
+extern bool aw_row_double(AwRow *row, const char *name, double *result);
+extern bool aw_row_time(AwRow *row, const char *name, TimestampTz *result);
+extern Jsonb *aw_row_jsonb(AwRow *row, const char *name);
+extern bool aw_row_has_column(TupleDesc tupdesc, const char *name);
+
+/* payload.c: call row -> body */
+extern char *aw_build_payload(AwRow *row, bool include_recording,
+							  TimestampTz queued_at);
+extern char *aw_build_test_payload(int64 delivery_id, TimestampTz at);
+extern bool aw_status_is_terminal(const char *status);
+
+/* sign.c */
+extern void aw_hmac_sha256_hex(const char *key, int keylen,
+							   const char *msg, int msglen, char *out_hex);
+
+/* url.c */
+extern const char *aw_url_problem(const char *url);
+extern bool aw_check_allowed_networks(char **newval, void **extra, GucSource source);
+extern void aw_assign_allowed_networks(const char *newval, void *extra);
+extern bool aw_address_allowed(const struct sockaddr *sa, char *why, size_t whylen);
+
+/* worker.c */
+extern PGDLLEXPORT void aw_worker_main(Datum main_arg);
+
+#endif							/* ALORO_WEBHOOK_H */

@@ -1,0 +1,328 @@
+/*-------------------------------------------------------------------------
+ * enqueue.c
+ *		The call-ended trigger, watch(), and the checks on calls rows.
+ *
+ * A call ends when a row arrives with a terminal status, or moves from a
+ * live (or NULL) status to a terminal one.  In that same transaction the
+ * trigger queues one delivery per enabled webhook whose filters match.  The
+ * unique index deliveries_once makes a second call.ended for the same
+ * webhook and call impossible, whatever the row does later.
+ *
+ * The trigger function is SECURITY DEFINER with a pinned search_path, so a
+ * role that may only write calls can end them without any right on the
+ * extension's tables.
+ *
+ * IDENTIFICATION
+ *		src/enqueue.c
+ *-------------------------------------------------------------------------
+ */
+#include "aloro_webhook.h"
+
+#include "access/htup_details.h"
+#include "access/xact.h"
+#include "access/relation.h"
+#include "catalog/pg_type.h"
+#include "commands/trigger.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "utils/builtins.h"
+#include "utils/jsonb.h"
+#include "utils/lsyscache.h"
+#include "utils/rel.h"
+#include "utils/timestamp.h"
+
+#define AW_TERMINAL_LIST "'completed', 'missed', 'busy', 'voicemail', 'failed'"
+
+static SPIPlanPtr aw_match_plan = NULL;
+static SPIPlanPtr aw_insert_plan = NULL;
+
+/* prepares and keeps the two statements the trigger runs */
+static void
+aw_prepare_plans(void)
+{
+	if (aw_match_plan == NULL)
+	{
+		Oid			types[3] = {TEXTOID, TEXTOID, BOOLOID};
+		SPIPlanPtr	plan = SPI_prepare(
+									   "SELECT w.id, w.include_recording "
+									   "  FROM aloro_webhook.webhooks w "
+									   " WHERE w.enabled "
+									   "   AND (w.assistant_id IS NULL OR w.assistant_id = $1) "
+									   "   AND (w.campaign_id IS NULL OR w.campaign_id = $2) "
+									   "   AND (NOT w.completed_only OR $3) "
+									   " ORDER BY w.id",
+									   3, types);
+
+		if (plan == NULL)
+			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+		SPI_keepplan(plan);
+		aw_match_plan = plan;
+	}
+	if (aw_insert_plan == NULL)
+	{
+		Oid			types[4] = {INT8OID, TEXTOID, TEXTOID, INTERVALOID};
+		SPIPlanPtr	plan = SPI_prepare(
+									   "INSERT INTO aloro_webhook.deliveries "
+									   "       (webhook_id, call_id, event, body, next_attempt_at) "
+									   "VALUES ($1, $2, 'call.ended', $3, now() + $4) "
+									   "ON CONFLICT (webhook_id, call_id, event) WHERE NOT test DO NOTHING",
+									   4, types);
+
+		if (plan == NULL)
+			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+		SPI_keepplan(plan);
+		aw_insert_plan = plan;
+	}
+}
+
+PG_FUNCTION_INFO_V1(aloro_webhook_call_ended);
+
+/* AFTER INSERT OR UPDATE FOR EACH ROW trigger on a calls table */
+Datum
+aloro_webhook_call_ended(PG_FUNCTION_ARGS)
+{
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+	AwRow		row;
+	char	   *status;
+	char	   *call_id;
+	char	   *assistant_id;
+	char	   *campaign_id;
+	char	   *bodies[2] = {NULL, NULL};	/* without, with recording */
+	Datum		match_args[3];
+	char		match_nulls[3] = {' ', ' ', ' '};
+	Interval	first_delay;
+	const AwSchedule *sched = aw_current_schedule();
+	uint64		nmatch;
+	SPITupleTable *matches;
+	MemoryContext caller_cxt = CurrentMemoryContext;
+
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("aloro_webhook._call_ended() must be called as a trigger")));
+	if (!TRIGGER_FIRED_AFTER(trigdata->tg_event) || !TRIGGER_FIRED_FOR_ROW(trigdata->tg_event) ||
+		!(TRIGGER_FIRED_BY_INSERT(trigdata->tg_event) || TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event)))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("aloro_webhook._call_ended() must fire AFTER INSERT OR UPDATE FOR EACH ROW")));
+
+	row.tupdesc = RelationGetDescr(trigdata->tg_relation);
+
+	/* did the call end just now? */
+	row.tuple = TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event) ? trigdata->tg_trigtuple : NULL;
+	if (row.tuple != NULL && aw_status_is_terminal(aw_row_text(&row, "status")))
+		return PointerGetDatum(NULL);	/* it had ended already */
+	row.tuple = TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event) ? trigdata->tg_newtuple : trigdata->tg_trigtuple;
+	status = aw_row_text(&row, "status");
+	if (!aw_status_is_terminal(status))
+		return PointerGetDatum(NULL);
+
+	call_id = aw_row_text(&row, "id");
+	if (call_id == NULL)
+	{
+		ereport(WARNING,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("call with a NULL id ended in table \"%s\"; no webhook was queued",
+						RelationGetRelationName(trigdata->tg_relation))));
+		return PointerGetDatum(NULL);
+	}
+	assistant_id = aw_row_text(&row, "assistant_id");
+	campaign_id = aw_row_text(&row, "campaign_id");
+
+	memset(&first_delay, 0, sizeof(first_delay));
+	if (sched != NULL && sched->nentries > 0)
+		first_delay.time = sched->delay_ms[0] * 1000;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	aw_prepare_plans();
+
+	match_args[0] = assistant_id ? CStringGetTextDatum(assistant_id) : (Datum) 0;
+	match_nulls[0] = assistant_id ? ' ' : 'n';
+	match_args[1] = campaign_id ? CStringGetTextDatum(campaign_id) : (Datum) 0;
+	match_nulls[1] = campaign_id ? ' ' : 'n';
+	match_args[2] = BoolGetDatum(strcmp(status, "completed") == 0);
+	if (SPI_execute_plan(aw_match_plan, match_args, match_nulls, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not look up matching webhooks");
+	nmatch = SPI_processed;
+	matches = SPI_tuptable;
+
+	for (uint64 i = 0; i < nmatch; i++)
+	{
+		bool		isnull;
+		int64		webhook_id = DatumGetInt64(SPI_getbinval(matches->vals[i], matches->tupdesc, 1, &isnull));
+		bool		with_recording = DatumGetBool(SPI_getbinval(matches->vals[i], matches->tupdesc, 2, &isnull));
+		Datum		args[4];
+
+		/* at most two bodies per call: with and without the recording */
+		if (bodies[with_recording] == NULL)
+		{
+			MemoryContext old = MemoryContextSwitchTo(caller_cxt);
+
+			bodies[with_recording] = aw_build_payload(&row, with_recording,
+													  GetCurrentTransactionStartTimestamp());
+			MemoryContextSwitchTo(old);
+		}
+		args[0] = Int64GetDatum(webhook_id);
+		args[1] = CStringGetTextDatum(call_id);
+		args[2] = CStringGetTextDatum(bodies[with_recording]);
+		args[3] = IntervalPGetDatum(&first_delay);
+		if (SPI_execute_plan(aw_insert_plan, args, NULL, false, 0) != SPI_OK_INSERT)
+			elog(ERROR, "could not queue a delivery");
+	}
+	SPI_finish();
+
+	for (int i = 0; i < 2; i++)
+		if (bodies[i])
+			pfree(bodies[i]);
+	return PointerGetDatum(NULL);
+}
+
+PG_FUNCTION_INFO_V1(aloro_webhook_watch);
+
+/* watch(calls regclass): attach the call-ended trigger to a table */
+Datum
+aloro_webhook_watch(PG_FUNCTION_ARGS)
+{
+	Oid			relid = PG_GETARG_OID(0);
+	char		relkind = get_rel_relkind(relid);
+	Relation	rel;
+	TupleDesc	tupdesc;
+	const char *name;
+	StringInfoData sql;
+	bool		exists;
+
+	if (relkind != RELKIND_RELATION && relkind != RELKIND_PARTITIONED_TABLE)
+		ereport(ERROR,
+				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
+				 errmsg("\"%s\" is not a table", get_rel_name(relid) ? get_rel_name(relid) : "?"),
+				 errhint("watch() attaches a trigger, so it needs a table.")));
+
+	rel = relation_open(relid, AccessShareLock);
+	tupdesc = RelationGetDescr(rel);
+	name = quote_qualified_identifier(get_namespace_name(RelationGetNamespace(rel)),
+									  RelationGetRelationName(rel));
+	for (int i = 0; i < 2; i++)
+	{
+		const char *col = i == 0 ? "id" : "status";
+
+		if (!aw_row_has_column(tupdesc, col))
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_COLUMN),
+					 errmsg("table %s has no column \"%s\"", name, col),
+					 errdetail("A calls table needs at least the columns id and status."),
+					 errhint("The other columns of aloro_webhook.calls are read by name when present and count as NULL when missing.")));
+	}
+	relation_close(rel, AccessShareLock);
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	{
+		Oid			argtypes[1] = {OIDOID};
+		Datum		args[1] = {ObjectIdGetDatum(relid)};
+
+		if (SPI_execute_with_args("SELECT 1 FROM pg_catalog.pg_trigger "
+								  "WHERE tgrelid = $1 AND tgname = 'aloro_webhook_call_ended'",
+								  1, argtypes, args, NULL, true, 1) != SPI_OK_SELECT)
+			elog(ERROR, "could not look up triggers");
+		exists = SPI_processed > 0;
+	}
+	if (exists)
+		ereport(NOTICE,
+				(errmsg("table %s is already watched", name)));
+	else
+	{
+		initStringInfo(&sql);
+		appendStringInfo(&sql,
+						 "CREATE TRIGGER aloro_webhook_call_ended "
+						 "AFTER INSERT OR UPDATE ON %s FOR EACH ROW "
+						 "WHEN (NEW.status::text IN (" AW_TERMINAL_LIST ")) "
+						 "EXECUTE FUNCTION aloro_webhook._call_ended()",
+						 name);
+		if (SPI_execute(sql.data, false, 0) != SPI_OK_UTILITY)
+			elog(ERROR, "could not create the trigger on %s", name);
+	}
+	SPI_finish();
+	PG_RETURN_VOID();
+}
+
+/* the jsonb type of a value, as users call it */
+static const char *
+aw_jsonb_kind(Jsonb *jb)
+{
+	if (JB_ROOT_IS_SCALAR(jb))
+	{
+		JsonbValue	v;
+
+		JsonbExtractScalar(&jb->root, &v);
+		switch (v.type)
+		{
+			case jbvNull:
+				return "null";
+			case jbvString:
+				return "a string";
+			case jbvNumeric:
+				return "a number";
+			case jbvBool:
+				return "a boolean";
+			default:
+				return "a scalar";
+		}
+	}
+	return JB_ROOT_IS_ARRAY(jb) ? "an array" : "an object";
+}
+
+PG_FUNCTION_INFO_V1(aloro_webhook_check_call);
+
+/*
+ * _check_call(status, direction, variables, transcript, cost_breakdown):
+ * the CHECK constraint of aloro_webhook.calls, with messages that name the
+ * bad value.
+ */
+Datum
+aloro_webhook_check_call(PG_FUNCTION_ARGS)
+{
+	if (!PG_ARGISNULL(0))
+	{
+		char	   *status = text_to_cstring(PG_GETARG_TEXT_PP(0));
+
+		if (!aw_status_is_terminal(status) &&
+			strcmp(status, "queued") != 0 && strcmp(status, "ringing") != 0 &&
+			strcmp(status, "in-progress") != 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_CHECK_VIOLATION),
+					 errmsg("invalid call status \"%s\"", status),
+					 errhint("A call status is one of queued, ringing, in-progress (live) or completed, missed, busy, voicemail, failed (ended).")));
+	}
+	if (!PG_ARGISNULL(1))
+	{
+		char	   *direction = text_to_cstring(PG_GETARG_TEXT_PP(1));
+
+		if (strcmp(direction, "inbound") != 0 && strcmp(direction, "outbound") != 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_CHECK_VIOLATION),
+					 errmsg("invalid call direction \"%s\"", direction),
+					 errhint("A call direction is inbound or outbound.")));
+	}
+	if (!PG_ARGISNULL(2) && !JB_ROOT_IS_OBJECT(PG_GETARG_JSONB_P(2)))
+		ereport(ERROR,
+				(errcode(ERRCODE_CHECK_VIOLATION),
+				 errmsg("call variables must be a JSON object, not %s", aw_jsonb_kind(PG_GETARG_JSONB_P(2))),
+				 errhint("Store post-call variables as an object, such as '{\"summary\": \"...\"}'.")));
+	if (!PG_ARGISNULL(3))
+	{
+		Jsonb	   *t = PG_GETARG_JSONB_P(3);
+
+		if (!JB_ROOT_IS_ARRAY(t) || JB_ROOT_IS_SCALAR(t))
+			ereport(ERROR,
+					(errcode(ERRCODE_CHECK_VIOLATION),
+					 errmsg("call transcript must be a JSON array, not %s", aw_jsonb_kind(t)),
+					 errhint("Store the transcript as an array of {\"speaker\": \"ai\"|\"customer\", \"text\": \"...\", \"start\": <seconds>}.")));
+	}
+	if (!PG_ARGISNULL(4) && !JB_ROOT_IS_OBJECT(PG_GETARG_JSONB_P(4)))
+		ereport(ERROR,
+				(errcode(ERRCODE_CHECK_VIOLATION),
+				 errmsg("call cost_breakdown must be a JSON object, not %s", aw_jsonb_kind(PG_GETARG_JSONB_P(4))),
+				 errhint("Store the cost breakdown as an object, such as '{\"voice\": 0.30}'.")));
+	PG_RETURN_BOOL(true);
+}

@@ -1,0 +1,174 @@
+/*-------------------------------------------------------------------------
+ * schedule.c
+ *		aloro_webhook.retry_schedule: parsing, checking and lookup.
+ *
+ * The setting is a comma-separated list of PostgreSQL intervals.  The check
+ * hook parses it with the server's own interval parser (without raising
+ * errors, since check hooks also run in the postmaster) and hands the
+ * parsed delays to the assign hook as the GUC "extra".
+ *
+ * IDENTIFICATION
+ *		src/schedule.c
+ *-------------------------------------------------------------------------
+ */
+#include "aloro_webhook.h"
+
+#include "fmgr.h"
+#include "utils/builtins.h"
+#include "utils/datetime.h"
+#include "utils/guc.h"
+
+#define AW_MAX_ATTEMPTS 100
+
+static const AwSchedule *aw_schedule = NULL;
+
+/* Parses one interval; returns false if it is not one. */
+static bool
+aw_parse_interval_ms(char *str, int64 *ms)
+{
+	char		workbuf[256];
+	char	   *field[MAXDATEFIELDS];
+	int			ftype[MAXDATEFIELDS];
+	int			nf;
+	int			dtype;
+	struct pg_itm_in itm;
+	int			dterr;
+	double		total;
+
+	memset(&itm, 0, sizeof(itm));
+	dterr = ParseDateTime(str, workbuf, sizeof(workbuf), field, ftype,
+						  MAXDATEFIELDS, &nf);
+	if (dterr == 0)
+		dterr = DecodeInterval(field, ftype, nf, INTERVAL_FULL_RANGE, &dtype, &itm);
+	if (dterr == DTERR_BAD_FORMAT)
+	{
+		memset(&itm, 0, sizeof(itm));
+		dterr = DecodeISO8601Interval(str, &dtype, &itm);
+	}
+	if (dterr != 0 || dtype != DTK_DELTA)
+		return false;
+
+	/* months count as 30 days and years as 365.25, as interval comparison does */
+	total = (double) itm.tm_usec / 1000.0
+		+ (double) itm.tm_mday * 86400000.0
+		+ (double) itm.tm_mon * 30.0 * 86400000.0
+		+ (double) itm.tm_year * 365.25 * 86400000.0;
+	if (total < 0)
+	{
+		*ms = -1;
+		return true;
+	}
+	if (total > (double) PG_INT64_MAX / 2)
+		total = (double) PG_INT64_MAX / 2;
+	*ms = (int64) total;
+	return true;
+}
+
+/* GUC check hook: every entry must be a non-negative interval. */
+bool
+aw_check_retry_schedule(char **newval, void **extra, GucSource source)
+{
+	char	   *copy;
+	char	   *p;
+	int			n = 0;
+	int64		delays[AW_MAX_ATTEMPTS];
+	AwSchedule *sched;
+
+	if (*newval == NULL)
+	{
+		GUC_check_errmsg("aloro_webhook.retry_schedule must not be empty");
+		return false;
+	}
+	copy = pstrdup(*newval);
+	p = copy;
+	for (;;)
+	{
+		char	   *comma = strchr(p, ',');
+		char	   *entry;
+		char	   *end;
+		int64		ms;
+
+		if (comma)
+			*comma = '\0';
+		entry = p;
+		while (*entry == ' ' || *entry == '\t' || *entry == '\n')
+			entry++;
+		end = entry + strlen(entry);
+		while (end > entry && (end[-1] == ' ' || end[-1] == '\t' || end[-1] == '\n'))
+			*--end = '\0';
+
+		if (*entry == '\0')
+		{
+			GUC_check_errmsg("invalid aloro_webhook.retry_schedule: entry %d is empty", n + 1);
+			GUC_check_errhint("Give a comma-separated list of intervals, such as '0, 1min, 5min, 15min, 1h'.");
+			pfree(copy);
+			return false;
+		}
+		if (n >= AW_MAX_ATTEMPTS)
+		{
+			GUC_check_errmsg("invalid aloro_webhook.retry_schedule: more than %d entries", AW_MAX_ATTEMPTS);
+			pfree(copy);
+			return false;
+		}
+		if (!aw_parse_interval_ms(entry, &ms))
+		{
+			GUC_check_errmsg("invalid aloro_webhook.retry_schedule: entry %d, \"%s\", is not an interval", n + 1, entry);
+			GUC_check_errhint("Give a comma-separated list of intervals, such as '0, 1min, 5min, 15min, 1h'.");
+			pfree(copy);
+			return false;
+		}
+		if (ms < 0)
+		{
+			GUC_check_errmsg("invalid aloro_webhook.retry_schedule: entry %d, \"%s\", is negative", n + 1, entry);
+			pfree(copy);
+			return false;
+		}
+		delays[n++] = ms;
+		if (!comma)
+			break;
+		p = comma + 1;
+	}
+	pfree(copy);
+
+	/* GUC "extra" data is released with free(), so it comes from malloc() */
+	sched = (AwSchedule *) malloc(offsetof(AwSchedule, delay_ms) + n * sizeof(int64));
+	if (sched == NULL)
+	{
+		GUC_check_errcode(ERRCODE_OUT_OF_MEMORY);
+		GUC_check_errmsg("out of memory");
+		return false;
+	}
+	sched->nentries = n;
+	memcpy(sched->delay_ms, delays, n * sizeof(int64));
+	*extra = sched;
+	return true;
+}
+
+void
+aw_assign_retry_schedule(const char *newval, void *extra)
+{
+	aw_schedule = (const AwSchedule *) extra;
+}
+
+const AwSchedule *
+aw_current_schedule(void)
+{
+	return aw_schedule;
+}
+
+PG_FUNCTION_INFO_V1(aloro_webhook_retry_delay);
+
+/* _retry_delay(attempt): delay before that attempt, NULL past the last one. */
+Datum
+aloro_webhook_retry_delay(PG_FUNCTION_ARGS)
+{
+	int32		attempt = PG_GETARG_INT32(0);
+	const AwSchedule *s = aw_current_schedule();
+	Interval   *result;
+
+	if (s == NULL || attempt < 1 || attempt > s->nentries)
+		PG_RETURN_NULL();
+	result = (Interval *) palloc0(sizeof(Interval));
+	result->time = s->delay_ms[attempt - 1] * 1000;
+	PG_RETURN_INTERVAL_P(result);
+}

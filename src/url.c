@@ -1,0 +1,289 @@
+/*-------------------------------------------------------------------------
+ * url.c
+ *		Webhook URL validation, and the address policy applied at connect
+ *		time (aloro_webhook.allowed_networks).
+ *
+ * A URL is checked when it is written (CHECK constraint on webhooks.url):
+ * http or https only, a host, no whitespace or control characters (so
+ * nothing can be smuggled into the request line or headers), bounded
+ * length, and parseable by libcurl.  Where it points is checked only when
+ * the worker connects, against the address DNS actually returned: loopback,
+ * private, link-local and other non-public ranges are refused unless
+ * allowed_networks lists them.
+ *
+ * IDENTIFICATION
+ *		src/url.c
+ *-------------------------------------------------------------------------
+ */
+#include "aloro_webhook.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <curl/curl.h>
+
+#include "fmgr.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+
+#define AW_URL_MAX_LEN 2048
+#define AW_MAX_NETWORKS 64
+
+/* one CIDR block; IPv4 is kept as IPv4-mapped IPv6 */
+typedef struct AwNetwork
+{
+	unsigned char addr[16];
+	int			prefix;			/* in bits of the 128-bit form */
+} AwNetwork;
+
+typedef struct AwNetworkList
+{
+	int			n;
+	AwNetwork	nets[FLEXIBLE_ARRAY_MEMBER];
+} AwNetworkList;
+
+static const AwNetworkList *aw_allowed = NULL;
+
+/*
+ * aw_url_problem
+ *		NULL when url is an acceptable webhook URL, else what is wrong with it.
+ */
+const char *
+aw_url_problem(const char *url)
+{
+	size_t		len = strlen(url);
+	CURLU	   *h;
+	CURLUcode	rc;
+	char	   *scheme = NULL;
+	char	   *host = NULL;
+	const char *problem = NULL;
+
+	if (len == 0)
+		return "The URL is empty.";
+	if (len > AW_URL_MAX_LEN)
+		return "The URL is longer than 2048 bytes.";
+	for (size_t i = 0; i < len; i++)
+	{
+		unsigned char c = (unsigned char) url[i];
+
+		if (c <= 0x20 || c == 0x7f)
+			return "The URL contains whitespace or a control character.";
+		if (c >= 0x80)
+			return "The URL contains a non-ASCII character; percent-encode it, or use the punycode form of the host name.";
+	}
+	if (pg_strncasecmp(url, "http://", 7) != 0 && pg_strncasecmp(url, "https://", 8) != 0)
+		return "Only http:// and https:// URLs are supported.";
+
+	h = curl_url();
+	if (h == NULL)
+		return "Out of memory while parsing the URL.";
+	rc = curl_url_set(h, CURLUPART_URL, url, 0);
+	if (rc != CURLUE_OK)
+		problem = "libcurl could not parse it as a URL.";
+	else if (curl_url_get(h, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
+			 (strcmp(scheme, "http") != 0 && strcmp(scheme, "https") != 0))
+		problem = "Only http:// and https:// URLs are supported.";
+	else if (curl_url_get(h, CURLUPART_HOST, &host, 0) != CURLUE_OK || host[0] == '\0')
+		problem = "The URL has no host.";
+	if (scheme)
+		curl_free(scheme);
+	if (host)
+		curl_free(host);
+	curl_url_cleanup(h);
+	return problem;
+}
+
+PG_FUNCTION_INFO_V1(aloro_webhook_check_url);
+
+/* _check_url(url): true, or an error that says what is wrong */
+Datum
+aloro_webhook_check_url(PG_FUNCTION_ARGS)
+{
+	char	   *url = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	const char *problem = aw_url_problem(url);
+
+	if (problem != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid webhook URL \"%s\"", url),
+				 errdetail("%s", problem),
+				 errhint("A webhook URL looks like https://example.com/webhooks/aloro.")));
+	PG_RETURN_BOOL(true);
+}
+
+/* parses "a.b.c.d/n" or "x::y/n" (prefix optional) into net */
+static bool
+aw_parse_cidr(const char *text, AwNetwork *net)
+{
+	char		buf[INET6_ADDRSTRLEN + 8];
+	char	   *slash;
+	int			maxbits;
+	struct in_addr a4;
+	struct in6_addr a6;
+
+	if (strlen(text) >= sizeof(buf))
+		return false;
+	strcpy(buf, text);
+	slash = strchr(buf, '/');
+	if (slash)
+		*slash = '\0';
+	memset(net->addr, 0, 16);
+	if (inet_pton(AF_INET, buf, &a4) == 1)
+	{
+		net->addr[10] = 0xff;
+		net->addr[11] = 0xff;
+		memcpy(net->addr + 12, &a4, 4);
+		maxbits = 32;
+	}
+	else if (inet_pton(AF_INET6, buf, &a6) == 1)
+	{
+		memcpy(net->addr, &a6, 16);
+		maxbits = 128;
+	}
+	else
+		return false;
+
+	net->prefix = maxbits;
+	if (slash)
+	{
+		char	   *end;
+		long		bits = strtol(slash + 1, &end, 10);
+
+		if (end == slash + 1 || *end != '\0' || bits < 0 || bits > maxbits)
+			return false;
+		net->prefix = (int) bits;
+	}
+	if (maxbits == 32)
+		net->prefix += 96;
+	return true;
+}
+
+/* GUC check hook: a comma-separated list of CIDR blocks */
+bool
+aw_check_allowed_networks(char **newval, void **extra, GucSource source)
+{
+	AwNetwork	nets[AW_MAX_NETWORKS];
+	int			n = 0;
+	char	   *copy = pstrdup(*newval ? *newval : "");
+	char	   *tok;
+	char	   *save = NULL;
+	AwNetworkList *list;
+
+	for (tok = strtok_r(copy, ", \t\n", &save); tok; tok = strtok_r(NULL, ", \t\n", &save))
+	{
+		if (n >= AW_MAX_NETWORKS)
+		{
+			GUC_check_errmsg("aloro_webhook.allowed_networks lists more than %d networks", AW_MAX_NETWORKS);
+			pfree(copy);
+			return false;
+		}
+		if (!aw_parse_cidr(tok, &nets[n]))
+		{
+			GUC_check_errmsg("invalid network \"%s\" in aloro_webhook.allowed_networks", tok);
+			GUC_check_errhint("Give a comma-separated list of CIDR blocks, such as '127.0.0.0/8, ::1/128'.");
+			pfree(copy);
+			return false;
+		}
+		n++;
+	}
+	pfree(copy);
+
+	list = malloc(offsetof(AwNetworkList, nets) + Max(n, 1) * sizeof(AwNetwork));
+	if (list == NULL)
+	{
+		GUC_check_errcode(ERRCODE_OUT_OF_MEMORY);
+		GUC_check_errmsg("out of memory");
+		return false;
+	}
+	list->n = n;
+	memcpy(list->nets, nets, n * sizeof(AwNetwork));
+	*extra = list;
+	return true;
+}
+
+void
+aw_assign_allowed_networks(const char *newval, void *extra)
+{
+	aw_allowed = (const AwNetworkList *) extra;
+}
+
+static bool
+aw_in_network(const unsigned char *addr, const AwNetwork *net)
+{
+	int			full = net->prefix / 8;
+	int			rest = net->prefix % 8;
+
+	if (memcmp(addr, net->addr, full) != 0)
+		return false;
+	if (rest == 0)
+		return true;
+	return ((addr[full] ^ net->addr[full]) & (0xff << (8 - rest)) & 0xff) == 0;
+}
+
+/* address blocks that are not the public internet (RFC 6890 and friends) */
+static const char *const aw_nonpublic[] = {
+	"0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16",
+	"172.16.0.0/12", "192.0.0.0/24", "192.0.2.0/24", "192.88.99.0/24",
+	"192.168.0.0/16", "198.18.0.0/15", "198.51.100.0/24", "203.0.113.0/24",
+	"224.0.0.0/4", "240.0.0.0/4",
+	"::/128", "::1/128", "64:ff9b::/96", "64:ff9b:1::/48", "100::/64",
+	"2001::/23", "2001:db8::/32", "2002::/16", "fc00::/7", "fe80::/10", "fec0::/10",
+	"ff00::/8",
+};
+
+/*
+ * aw_address_allowed
+ *		May the worker connect to this address?  When not, says why in why.
+ */
+bool
+aw_address_allowed(const struct sockaddr *sa, char *why, size_t whylen)
+{
+	unsigned char addr[16];
+	char		shown[INET6_ADDRSTRLEN];
+	const char *blocked = NULL;
+
+	memset(addr, 0, 16);
+	if (sa->sa_family == AF_INET)
+	{
+		const struct sockaddr_in *s4 = (const struct sockaddr_in *) sa;
+
+		addr[10] = 0xff;
+		addr[11] = 0xff;
+		memcpy(addr + 12, &s4->sin_addr, 4);
+		inet_ntop(AF_INET, &s4->sin_addr, shown, sizeof(shown));
+	}
+	else if (sa->sa_family == AF_INET6)
+	{
+		const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *) sa;
+
+		memcpy(addr, &s6->sin6_addr, 16);
+		inet_ntop(AF_INET6, &s6->sin6_addr, shown, sizeof(shown));
+	}
+	else
+	{
+		snprintf(why, whylen, "address family %d is not supported", sa->sa_family);
+		return false;
+	}
+
+	if (aw_allowed != NULL)
+		for (int i = 0; i < aw_allowed->n; i++)
+			if (aw_in_network(addr, &aw_allowed->nets[i]))
+				return true;
+
+	for (size_t i = 0; i < lengthof(aw_nonpublic); i++)
+	{
+		AwNetwork	net;
+
+		if (aw_parse_cidr(aw_nonpublic[i], &net) && aw_in_network(addr, &net))
+		{
+			blocked = aw_nonpublic[i];
+			break;
+		}
+	}
+	/* IPv4-mapped IPv6 is checked as the IPv4 address it maps (above) */
+	if (blocked == NULL)
+		return true;
+	snprintf(why, whylen,
+			 "address %s is in the non-public network %s; list it in aloro_webhook.allowed_networks to allow it",
+			 shown, blocked);
+	return false;
+}
