@@ -119,7 +119,8 @@ CREATE TABLE aloro_webhook.deliveries (
 	budget_start		integer NOT NULL DEFAULT 0,
 	-- set while the worker has the delivery in flight; cleared when the
 	-- attempt is recorded, and released by the worker at start-up
-	claimed_at			timestamptz
+	claimed_at			timestamptz,
+	CONSTRAINT deliveries_pending_due CHECK (status <> 'pending' OR next_attempt_at IS NOT NULL)
 );
 COMMENT ON TABLE aloro_webhook.deliveries IS
 	'One row per (webhook, call, event) and per test request: the exact body sent and where it stands.';
@@ -127,9 +128,9 @@ COMMENT ON TABLE aloro_webhook.deliveries IS
 -- A call ends once per webhook: a second call.ended is impossible.
 CREATE UNIQUE INDEX deliveries_once ON aloro_webhook.deliveries (webhook_id, call_id, event)
 	WHERE NOT test;
--- What the worker claims: due pending deliveries, oldest first.
+-- What the worker claims: pending deliveries not in flight, earliest due first.
 CREATE INDEX deliveries_due ON aloro_webhook.deliveries (next_attempt_at)
-	WHERE status = 'pending';
+	WHERE status = 'pending' AND claimed_at IS NULL;
 -- "What happened to the webhook for call X?"
 CREATE INDEX deliveries_by_call ON aloro_webhook.deliveries (call_id);
 CREATE INDEX deliveries_by_webhook ON aloro_webhook.deliveries (webhook_id, created_at);
@@ -204,11 +205,28 @@ CREATE TRIGGER aloro_webhook_wake
 	FOR EACH STATEMENT
 	EXECUTE FUNCTION aloro_webhook._wake_at_commit();
 
--- Re-enabling a webhook makes its held deliveries due.
-CREATE TRIGGER aloro_webhook_wake
+-- Deliveries of a disabled webhook are held, not dropped: the worker parks
+-- them at next_attempt_at = 'infinity', and re-enabling makes them due.
+CREATE FUNCTION aloro_webhook._webhook_enabled()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	UPDATE aloro_webhook.deliveries d
+	   SET next_attempt_at = now()
+	 WHERE d.webhook_id = NEW.id
+	   AND d.status = 'pending'
+	   AND d.next_attempt_at = 'infinity';
+	RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER aloro_webhook_enabled
 	AFTER UPDATE OF enabled ON aloro_webhook.webhooks
-	FOR EACH STATEMENT
-	EXECUTE FUNCTION aloro_webhook._wake_at_commit();
+	FOR EACH ROW
+	WHEN (NEW.enabled AND NOT OLD.enabled)
+	EXECUTE FUNCTION aloro_webhook._webhook_enabled();
 
 ------------------------------------------------------------------------------
 -- Public functions
@@ -390,6 +408,10 @@ GRANT EXECUTE ON FUNCTION aloro_webhook._check_call(text, text, jsonb, jsonb, js
 GRANT ALL ON ALL TABLES IN SCHEMA aloro_webhook TO aloro_webhook_admin;
 GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA aloro_webhook TO aloro_webhook_admin;
 GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA aloro_webhook TO aloro_webhook_admin;
+
+-- Tell a worker that is waiting for the extension that it is here now (the
+-- statement trigger on deliveries fires even when no row changes).
+UPDATE aloro_webhook.deliveries SET status = status WHERE false;
 
 GRANT SELECT ON aloro_webhook.calls, aloro_webhook.deliveries, aloro_webhook.delivery_attempts
 	TO aloro_webhook_reader;

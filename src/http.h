@@ -1,0 +1,23 @@
+/*-------------------------------------------------------------------------
+ * http.h
+ *		The worker's HTTP client (http.c).
+ *
+ * IDENTIFICATION
+ *		src/http.h
+ *-------------------------------------------------------------------------
+ */
+#ifndef ALORO_WEBHOOK_HTTP_H
+#define ALORO_WEBHOOK_HTTP_H
+
+#include "queue.h"
+
+extern void aw_http_init(void);
+extern int	aw_http_epoll_fd(void);
+extern int	aw_http_fd_cap(void);
+extern int	aw_http_in_flight(void);
+extern long aw_http_timeout_ms(void);
+extern void aw_http_start(AwClaim *claim);
+extern int	aw_http_drive(AwResult **done, AwClaim **done_claims, int max);
+extern void aw_http_abandon_all(void);
+
+#endif							/* ALORO_WEBHOOK_HTTP_H */

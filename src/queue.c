@@ -1,0 +1,430 @@
+/*-------------------------------------------------------------------------
+ * queue.c
+ *		The worker's SQL: releasing stale claims, claiming due deliveries,
+ *		and recording attempts.  All of it runs over SPI inside the short
+ *		transactions that worker.c opens; none of it waits on the network.
+ *
+ * A delivery in flight has claimed_at set.  Claims do not expire: there is
+ * one worker, and it releases every claim it finds when it starts, so an
+ * attempt cut off by a crash, a kill or an immediate shutdown is simply due
+ * again.  (At least once: the receiver may see that attempt twice, with the
+ * same X-Aloro-Delivery.)
+ *
+ * IDENTIFICATION
+ *		src/queue.c
+ *-------------------------------------------------------------------------
+ */
+#include "aloro_webhook.h"
+
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "commands/extension.h"
+#include "executor/spi.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/resowner.h"
+
+#include "queue.h"
+
+static SPIPlanPtr aw_plan_candidates = NULL;
+static SPIPlanPtr aw_plan_claim = NULL;
+static SPIPlanPtr aw_plan_next_due = NULL;
+static SPIPlanPtr aw_plan_record = NULL;
+static SPIPlanPtr aw_plan_park = NULL;
+
+static SPIPlanPtr
+aw_prepare(const char *sql, int nargs, Oid *types)
+{
+	SPIPlanPtr	plan = SPI_prepare(sql, nargs, types);
+
+	if (plan == NULL)
+		elog(ERROR, "SPI_prepare failed for \"%s\": %s", sql, SPI_result_code_string(SPI_result));
+	SPI_keepplan(plan);
+	return plan;
+}
+
+/* Is the extension installed in this database (as of this transaction)? */
+bool
+aw_queue_extension_present(void)
+{
+	return OidIsValid(get_extension_oid("aloro_webhook", true));
+}
+
+/* Drops the saved plans, for when the extension went away. */
+void
+aw_queue_forget_plans(void)
+{
+	SPIPlanPtr *plans[] = {&aw_plan_candidates, &aw_plan_claim, &aw_plan_next_due,
+	&aw_plan_record, &aw_plan_park};
+
+	for (size_t i = 0; i < lengthof(plans); i++)
+		if (*plans[i] != NULL)
+		{
+			SPI_freeplan(*plans[i]);
+			*plans[i] = NULL;
+		}
+}
+
+/* At start-up: whatever was in flight before is due again.  Returns how many. */
+uint64
+aw_queue_release_claims(void)
+{
+	if (SPI_execute("UPDATE aloro_webhook.deliveries SET claimed_at = NULL "
+					"WHERE claimed_at IS NOT NULL", false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "could not release claimed deliveries");
+	return SPI_processed;
+}
+
+static Datum
+aw_int8_array(const int64 *values, int n)
+{
+	Datum	   *d = palloc(sizeof(Datum) * Max(n, 1));
+
+	for (int i = 0; i < n; i++)
+		d[i] = Int64GetDatum(values[i]);
+	return PointerGetDatum(construct_array(d, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+}
+
+/*
+ * aw_queue_candidates
+ *		Ids and webhooks of up to limit due deliveries, earliest first,
+ *		leaving out the webhooks in exclude (those at their in-flight cap).
+ *		Nothing is locked: aw_queue_claim re-checks each row.
+ */
+int
+aw_queue_candidates(int limit, const int64 *exclude, int nexclude,
+					int64 *ids, int64 *webhooks)
+{
+	Datum		args[2];
+
+	if (aw_plan_candidates == NULL)
+	{
+		Oid			types[2] = {INT4OID, INT8ARRAYOID};
+
+		aw_plan_candidates = aw_prepare(
+										"SELECT d.id, d.webhook_id FROM aloro_webhook.deliveries d "
+										" WHERE d.status = 'pending' AND d.claimed_at IS NULL "
+										"   AND d.next_attempt_at <= now() "
+										"   AND d.webhook_id <> ALL ($2) "
+										" ORDER BY d.next_attempt_at "
+										" LIMIT $1",
+										2, types);
+	}
+	args[0] = Int32GetDatum(limit);
+	args[1] = aw_int8_array(exclude, nexclude);
+	if (SPI_execute_plan(aw_plan_candidates, args, NULL, true, limit) != SPI_OK_SELECT)
+		elog(ERROR, "could not look for due deliveries");
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		bool		isnull;
+
+		ids[i] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
+		webhooks[i] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2, &isnull));
+	}
+	return (int) SPI_processed;
+}
+
+/* copies an SPI text column into cxt, or NULL */
+static char *
+aw_spi_text(HeapTuple tuple, TupleDesc desc, int col, MemoryContext cxt)
+{
+	bool		isnull;
+	Datum		d = SPI_getbinval(tuple, desc, col, &isnull);
+	MemoryContext old;
+	char	   *result;
+
+	if (isnull)
+		return NULL;
+	old = MemoryContextSwitchTo(cxt);
+	result = TextDatumGetCString(d);
+	MemoryContextSwitchTo(old);
+	return result;
+}
+
+/*
+ * aw_queue_claim
+ *		Marks the given deliveries in flight, if they are still pending and
+ *		unclaimed, and returns them with their webhook's URL and secret.
+ *		Each claim and its strings are allocated in a fresh child of cxt, so
+ *		that a finished request frees all it used at once.
+ */
+int
+aw_queue_claim(const int64 *ids, int n, MemoryContext cxt, AwClaim **claims)
+{
+	Datum		args[1];
+	uint64		got;
+
+	if (aw_plan_claim == NULL)
+	{
+		Oid			types[1] = {INT8ARRAYOID};
+
+		aw_plan_claim = aw_prepare(
+								   "WITH c AS ("
+								   "  UPDATE aloro_webhook.deliveries d SET claimed_at = now() "
+								   "   WHERE d.id = ANY ($1) AND d.status = 'pending' "
+								   "     AND d.claimed_at IS NULL AND d.next_attempt_at <= now() "
+								   "  RETURNING d.id, d.webhook_id, d.body, d.attempts, d.budget_start, d.test) "
+								   "SELECT c.id, c.webhook_id, c.body, c.attempts, c.budget_start, c.test, "
+								   "       w.id IS NOT NULL, coalesce(w.enabled, false), w.url, w.secret "
+								   "  FROM c LEFT JOIN aloro_webhook.webhooks w ON w.id = c.webhook_id",
+								   1, types);
+	}
+	args[0] = aw_int8_array(ids, n);
+	if (SPI_execute_plan(aw_plan_claim, args, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not claim deliveries");
+	got = SPI_processed;
+	for (uint64 i = 0; i < got; i++)
+	{
+		HeapTuple	t = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		MemoryContext rcxt = AllocSetContextCreate(cxt, "aloro_webhook request",
+												   ALLOCSET_SMALL_SIZES);
+		AwClaim    *c = MemoryContextAllocZero(rcxt, sizeof(AwClaim));
+		bool		isnull;
+
+		c->cxt = rcxt;
+		c->id = DatumGetInt64(SPI_getbinval(t, desc, 1, &isnull));
+		c->webhook_id = DatumGetInt64(SPI_getbinval(t, desc, 2, &isnull));
+		c->body = aw_spi_text(t, desc, 3, rcxt);
+		c->attempts = DatumGetInt32(SPI_getbinval(t, desc, 4, &isnull));
+		c->budget_start = DatumGetInt32(SPI_getbinval(t, desc, 5, &isnull));
+		c->test = DatumGetBool(SPI_getbinval(t, desc, 6, &isnull));
+		c->webhook_exists = DatumGetBool(SPI_getbinval(t, desc, 7, &isnull));
+		c->enabled = DatumGetBool(SPI_getbinval(t, desc, 8, &isnull));
+		c->url = aw_spi_text(t, desc, 9, rcxt);
+		c->secret = aw_spi_text(t, desc, 10, rcxt);
+		claims[i] = c;
+	}
+	return (int) got;
+}
+
+/*
+ * aw_queue_park
+ *		Holds deliveries of disabled webhooks: no longer in flight, due at
+ *		'infinity' until the webhook is enabled again.
+ */
+void
+aw_queue_park(const int64 *ids, int n)
+{
+	Datum		args[1];
+
+	if (n == 0)
+		return;
+	if (aw_plan_park == NULL)
+	{
+		Oid			types[1] = {INT8ARRAYOID};
+
+		aw_plan_park = aw_prepare(
+								  "UPDATE aloro_webhook.deliveries d "
+								  "   SET claimed_at = NULL, next_attempt_at = 'infinity' "
+								  " WHERE d.id = ANY ($1) AND d.claimed_at IS NOT NULL",
+								  1, types);
+	}
+	args[0] = aw_int8_array(ids, n);
+	if (SPI_execute_plan(aw_plan_park, args, NULL, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "could not hold deliveries of disabled webhooks");
+}
+
+/*
+ * aw_queue_next_due
+ *		When the earliest pending delivery not in flight is due, leaving out
+ *		the webhooks in exclude; false when there is none.
+ */
+bool
+aw_queue_next_due(const int64 *exclude, int nexclude, TimestampTz *due)
+{
+	Datum		args[1];
+	bool		isnull;
+
+	if (aw_plan_next_due == NULL)
+	{
+		Oid			types[1] = {INT8ARRAYOID};
+
+		aw_plan_next_due = aw_prepare(
+									  "SELECT d.next_attempt_at FROM aloro_webhook.deliveries d "
+									  " WHERE d.status = 'pending' AND d.claimed_at IS NULL "
+									  "   AND d.next_attempt_at < 'infinity' "
+									  "   AND d.webhook_id <> ALL ($1) "
+									  " ORDER BY d.next_attempt_at LIMIT 1",
+									  1, types);
+	}
+	args[0] = aw_int8_array(exclude, nexclude);
+	if (SPI_execute_plan(aw_plan_next_due, args, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not look for the next due delivery");
+	if (SPI_processed == 0)
+		return false;
+	*due = DatumGetTimestampTz(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	return !isnull;
+}
+
+/* builds the arrays for the record statement from results[0..n) */
+static void
+aw_record_args(AwResult **results, int n, Datum *args, char *nulls)
+{
+	Datum	   *ids = palloc(sizeof(Datum) * n);
+	Datum	   *attempt = palloc(sizeof(Datum) * n);
+	Datum	   *started = palloc(sizeof(Datum) * n);
+	Datum	   *duration = palloc(sizeof(Datum) * n);
+	Datum	   *http = palloc(sizeof(Datum) * n);
+	bool	   *http_null = palloc(sizeof(bool) * n);
+	Datum	   *error = palloc(sizeof(Datum) * n);
+	bool	   *error_null = palloc(sizeof(bool) * n);
+	Datum	   *resp = palloc(sizeof(Datum) * n);
+	bool	   *resp_null = palloc(sizeof(bool) * n);
+	Datum	   *status = palloc(sizeof(Datum) * n);
+	Datum	   *next = palloc(sizeof(Datum) * n);
+	bool	   *next_null = palloc(sizeof(bool) * n);
+	Datum	   *record = palloc(sizeof(Datum) * n);
+	int			dims[1] = {n};
+	int			lbs[1] = {1};
+
+	for (int i = 0; i < n; i++)
+	{
+		AwResult   *r = results[i];
+
+		ids[i] = Int64GetDatum(r->id);
+		attempt[i] = Int32GetDatum(r->attempt);
+		started[i] = TimestampTzGetDatum(r->started_at);
+		duration[i] = Int32GetDatum(r->duration_ms);
+		http[i] = Int32GetDatum(r->http_status);
+		http_null[i] = r->http_status == 0;
+		error[i] = r->error ? CStringGetTextDatum(r->error) : (Datum) 0;
+		error_null[i] = r->error == NULL;
+		resp[i] = r->response_body ? CStringGetTextDatum(r->response_body) : (Datum) 0;
+		resp_null[i] = r->response_body == NULL;
+		status[i] = CStringGetTextDatum(r->new_status);
+		next[i] = TimestampTzGetDatum(r->next_attempt_at);
+		next_null[i] = r->next_attempt_at == 0;
+		record[i] = BoolGetDatum(r->record_attempt);
+	}
+#define AW_ARR(vals, nullsv, typ, len, byval, align) \
+	PointerGetDatum(construct_md_array(vals, nullsv, 1, dims, lbs, typ, len, byval, align))
+	args[0] = AW_ARR(ids, NULL, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE);
+	args[1] = AW_ARR(attempt, NULL, INT4OID, 4, true, TYPALIGN_INT);
+	args[2] = AW_ARR(started, NULL, TIMESTAMPTZOID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE);
+	args[3] = AW_ARR(duration, NULL, INT4OID, 4, true, TYPALIGN_INT);
+	args[4] = AW_ARR(http, http_null, INT4OID, 4, true, TYPALIGN_INT);
+	args[5] = AW_ARR(error, error_null, TEXTOID, -1, false, TYPALIGN_INT);
+	args[6] = AW_ARR(resp, resp_null, TEXTOID, -1, false, TYPALIGN_INT);
+	args[7] = AW_ARR(status, NULL, TEXTOID, -1, false, TYPALIGN_INT);
+	args[8] = AW_ARR(next, next_null, TIMESTAMPTZOID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE);
+	args[9] = AW_ARR(record, NULL, BOOLOID, 1, true, TYPALIGN_CHAR);
+#undef AW_ARR
+	memset(nulls, ' ', 10);
+}
+
+/* one statement: the attempt rows, and each delivery's new state */
+static void
+aw_record_batch(AwResult **results, int n)
+{
+	Datum		args[10];
+	char		nulls[10];
+
+	if (aw_plan_record == NULL)
+	{
+		Oid			types[10] = {INT8ARRAYOID, INT4ARRAYOID, TIMESTAMPTZARRAYOID, INT4ARRAYOID,
+			INT4ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID,
+		TIMESTAMPTZARRAYOID, BOOLARRAYOID};
+
+		aw_plan_record = aw_prepare(
+									"WITH r AS ("
+									"  SELECT * FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) "
+									"    AS r(id, attempt, started_at, duration_ms, http_status, error, "
+									"         response_body, new_status, next_attempt_at, record_attempt)), "
+									"a AS ("
+									"  INSERT INTO aloro_webhook.delivery_attempts "
+									"         (delivery_id, attempt, started_at, duration_ms, http_status, "
+									"          error, response_body) "
+									"  SELECT r.id, r.attempt, r.started_at, r.duration_ms, r.http_status, "
+									"         r.error, r.response_body "
+									"    FROM r WHERE r.record_attempt "
+									"  ON CONFLICT (delivery_id, attempt) DO NOTHING) "
+									"UPDATE aloro_webhook.deliveries d "
+									"   SET status = r.new_status, "
+									"       attempts = CASE WHEN r.record_attempt THEN r.attempt ELSE d.attempts END, "
+									"       next_attempt_at = r.next_attempt_at, "
+									"       last_http_status = CASE WHEN r.record_attempt THEN r.http_status ELSE d.last_http_status END, "
+									"       last_error = r.error, "
+									"       finished_at = CASE WHEN r.new_status = 'pending' THEN NULL ELSE now() END, "
+									"       claimed_at = NULL "
+									"  FROM r WHERE d.id = r.id AND d.claimed_at IS NOT NULL",
+									10, types);
+	}
+	aw_record_args(results, n, args, nulls);
+	if (SPI_execute_plan(aw_plan_record, args, nulls, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "could not record delivery attempts");
+}
+
+/* forgets the saved record plan, in case it is what failed */
+static void
+aw_forget_record_plan(void)
+{
+	if (aw_plan_record != NULL)
+	{
+		SPI_freeplan(aw_plan_record);
+		aw_plan_record = NULL;
+	}
+}
+
+/*
+ * aw_record_guarded
+ *		Records results[0..n) in a subtransaction.  On failure rolls it back,
+ *		warns when warn is set, and returns false.
+ */
+static bool
+aw_record_guarded(AwResult **results, int n, bool warn)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	volatile bool ok = true;
+
+	BeginInternalSubTransaction(NULL);
+	PG_TRY();
+	{
+		aw_record_batch(results, n);
+		ReleaseCurrentSubTransaction();
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		if (warn)
+			ereport(WARNING,
+					(errmsg("aloro_webhook could not record attempt %d of delivery " INT64_FORMAT ": %s",
+							results[0]->attempt, results[0]->id, edata->message),
+					 errhint("The delivery stays in flight until the worker restarts, and is then sent again.")));
+		FreeErrorData(edata);
+		ok = false;
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(cxt);
+	CurrentResourceOwner = owner;
+	if (!ok)
+		aw_forget_record_plan();
+	return ok;
+}
+
+/*
+ * aw_queue_record
+ *		Writes the outcome of finished requests.  The batch goes in one
+ *		statement inside a subtransaction; if that fails (say, a constraint a
+ *		user added to the history table), each result is retried on its own so
+ *		that one bad row cannot block or re-send the others.
+ */
+void
+aw_queue_record(AwResult **results, int n)
+{
+	if (n == 0)
+		return;
+	if (aw_record_guarded(results, n, n == 1))
+		return;
+	if (n > 1)
+		for (int i = 0; i < n; i++)
+			aw_record_guarded(&results[i], 1, true);
+}

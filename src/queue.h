@@ -1,0 +1,57 @@
+/*-------------------------------------------------------------------------
+ * queue.h
+ *		What the worker, the HTTP client and the queue's SQL pass around.
+ *
+ * IDENTIFICATION
+ *		src/queue.h
+ *-------------------------------------------------------------------------
+ */
+#ifndef ALORO_WEBHOOK_QUEUE_H
+#define ALORO_WEBHOOK_QUEUE_H
+
+#include "aloro_webhook.h"
+
+#include "utils/memutils.h"
+
+/* a claimed delivery, with what sending it needs; lives in its own context */
+typedef struct AwClaim
+{
+	MemoryContext cxt;			/* everything of this request; deleted when done */
+	int64		id;
+	int64		webhook_id;
+	char	   *body;
+	int			attempts;		/* made before this one */
+	int			budget_start;	/* attempts made before the current round */
+	bool		test;
+	bool		webhook_exists;
+	bool		enabled;
+	char	   *url;
+	char	   *secret;
+} AwClaim;
+
+/* the outcome of one attempt (or of a delivery resolved without one) */
+typedef struct AwResult
+{
+	int64		id;
+	int			attempt;		/* 1-based number of this attempt */
+	bool		record_attempt; /* false: resolved without an HTTP attempt */
+	TimestampTz started_at;
+	int			duration_ms;
+	int			http_status;	/* 0: no response */
+	char	   *error;			/* NULL on success */
+	char	   *response_body;
+	const char *new_status;		/* pending, succeeded or failed */
+	TimestampTz next_attempt_at;	/* 0: none */
+} AwResult;
+
+extern bool aw_queue_extension_present(void);
+extern void aw_queue_forget_plans(void);
+extern uint64 aw_queue_release_claims(void);
+extern int	aw_queue_candidates(int limit, const int64 *exclude, int nexclude,
+								int64 *ids, int64 *webhooks);
+extern int	aw_queue_claim(const int64 *ids, int n, MemoryContext cxt, AwClaim **claims);
+extern void aw_queue_park(const int64 *ids, int n);
+extern bool aw_queue_next_due(const int64 *exclude, int nexclude, TimestampTz *due);
+extern void aw_queue_record(AwResult **results, int n);
+
+#endif							/* ALORO_WEBHOOK_QUEUE_H */
