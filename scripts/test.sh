@@ -1,9 +1,7 @@
 #!/usr/bin/env bash
 # The test command: installs what is missing, builds warning-free, installs
 # the extension, and runs every test (pg_regress, then the TAP suite) as the
-# postgres user.  Everything is built and run in a copy of the tree that the
-# postgres user owns (PostgreSQL refuses to run as root, and a root-owned tree
-# cannot take the test output).
+# postgres user from a scratch copy of the tree that postgres owns.
 #
 #   bash scripts/test.sh            everything
 #   bash scripts/test.sh regress    pg_regress only
@@ -11,30 +9,15 @@
 #
 # ALORO_TEST_DIR picks the scratch copy (default /tmp/aloro_webhook_test).
 set -euo pipefail
-cd "$(dirname "$0")/.."
+source "$(dirname "$0")/common.sh"
 what=${1:-installcheck}
 work=${ALORO_TEST_DIR:-/tmp/aloro_webhook_test}
 
-if [ "$(id -u)" != 0 ]; then
-  echo "run as root: it installs packages and the extension, then tests as postgres" >&2
-  exit 2
-fi
-bash scripts/install-deps.sh
-export PATH=/usr/lib/postgresql/15/bin:$PATH
-
-rm -rf "$work"
-mkdir -p "$work"
-tar --exclude=.git --exclude=node_modules --exclude=tmp_check --exclude='*.o' --exclude='*.so' -cf - . \
-  | tar -C "$work" -xf -
+aw_build_install "$work"
 cd "$work"
-echo "== building"
-make -s
-make -s install
-chown -R postgres:postgres "$work"
-
 echo "== testing ($what)"
 status=0
-su postgres -s /bin/bash -c "cd '$work' && PATH='$PATH' make -s $what ${PROVE_TESTS:+PROVE_TESTS='$PROVE_TESTS'}" || status=$?
+aw_as_postgres "cd '$work' && make -s $what ${PROVE_TESTS:+PROVE_TESTS='$PROVE_TESTS'}" || status=$?
 
 if [ $status -ne 0 ]; then
   echo "== tests failed (exit $status)"

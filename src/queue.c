@@ -92,6 +92,9 @@ aw_int8_array(const int64 *values, int n)
  *		Ids and webhooks of up to limit due deliveries, earliest first,
  *		leaving out the webhooks in exclude (those at their in-flight cap).
  *		Nothing is locked: aw_queue_claim re-checks each row.
+ *
+ * Like every statement here it runs read-write (read_only = false), so that
+ * it takes a fresh snapshot and sees what this transaction recorded before.
  */
 int
 aw_queue_candidates(int limit, const int64 *exclude, int nexclude,
@@ -114,7 +117,7 @@ aw_queue_candidates(int limit, const int64 *exclude, int nexclude,
 	}
 	args[0] = Int32GetDatum(limit);
 	args[1] = aw_int8_array(exclude, nexclude);
-	if (SPI_execute_plan(aw_plan_candidates, args, NULL, true, limit) != SPI_OK_SELECT)
+	if (SPI_execute_plan(aw_plan_candidates, args, NULL, false, limit) != SPI_OK_SELECT)
 		elog(ERROR, "could not look for due deliveries");
 	for (uint64 i = 0; i < SPI_processed; i++)
 	{
@@ -251,7 +254,7 @@ aw_queue_next_due(const int64 *exclude, int nexclude, TimestampTz *due)
 									  1, types);
 	}
 	args[0] = aw_int8_array(exclude, nexclude);
-	if (SPI_execute_plan(aw_plan_next_due, args, NULL, true, 1) != SPI_OK_SELECT)
+	if (SPI_execute_plan(aw_plan_next_due, args, NULL, false, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not look for the next due delivery");
 	if (SPI_processed == 0)
 		return false;

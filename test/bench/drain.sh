@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Drain benchmark: N calls end in one transaction (one webhook, so N
+# deliveries), and we time how long the worker takes until every delivery
+# has succeeded against a local receiver.  Throwaway cluster; run as root.
+#
+#   bash test/bench/drain.sh [N]          (default 10000)
+#
+# Settings to compare can be passed as extra postgresql.conf lines:
+#   BENCH_CONF="aloro_webhook.max_in_flight_per_webhook = 64" bash test/bench/drain.sh
+set -euo pipefail
+source "$(dirname "$0")/../../scripts/common.sh"
+n=${1:-10000}
+work=/tmp/aloro_webhook_bench
+rm -rf "$work"
+aw_build_install "$work/src"
+
+data=$work/data
+chown postgres:postgres "$work"
+port=$(aw_free_port)
+aw_as_postgres "initdb -D '$data' -A trust >/dev/null"
+cat >> "$data/postgresql.conf" <<CONF
+port = $port
+unix_socket_directories = '$work'
+listen_addresses = ''
+shared_preload_libraries = 'aloro_webhook'
+aloro_webhook.database_name = 'postgres'
+aloro_webhook.allowed_networks = '127.0.0.0/8'
+${BENCH_CONF:-}
+CONF
+aw_as_postgres "pg_ctl -D '$data' -l '$work/server.log' -w start >/dev/null"
+node "$aw_root/test/bench/sink.js" "$work/count" > "$work/sink.out" &
+sink=$!
+cleanup() { kill $sink 2>/dev/null || true; aw_as_postgres "pg_ctl -D '$data' -m fast stop >/dev/null" || true; }
+trap cleanup EXIT
+for _ in $(seq 50); do grep -q listening "$work/sink.out" 2>/dev/null && break; sleep 0.1; done
+sport=$(awk '{print $2}' "$work/sink.out")
+
+psql_() { aw_as_postgres "psql -X -q -At -h '$work' -p $port -d postgres -c \"$1\""; }
+psql_ "CREATE EXTENSION aloro_webhook"
+psql_ "SELECT aloro_webhook.create_webhook('http://127.0.0.1:$sport/bench', 'whsec_bench')" >/dev/null
+
+t0=$(date +%s%N)
+psql_ "INSERT INTO aloro_webhook.calls (id, status, started_at, ended_at, variables, transcript)
+       SELECT 'bench_' || g, 'completed', now() - interval '3 minutes', now(),
+              jsonb_build_object('summary', 'benchmark call ' || g),
+              '[{\\\"speaker\\\": \\\"ai\\\", \\\"text\\\": \\\"Hello\\\", \\\"start\\\": 0}]'
+         FROM generate_series(1, $n) g"
+t1=$(date +%s%N)
+deadline=$(( $(date +%s) + 600 ))
+while :; do
+  done_n=$(psql_ "SELECT count(*) FROM aloro_webhook.deliveries WHERE status <> 'pending'")
+  [ "$done_n" -ge "$n" ] && break
+  [ "$(date +%s)" -gt "$deadline" ] && { echo "gave up: $done_n of $n finished"; exit 1; }
+  sleep 0.05
+done
+t2=$(date +%s%N)
+ok=$(psql_ "SELECT count(*) FROM aloro_webhook.deliveries WHERE status = 'succeeded'")
+rss=$(ps -o rss= -p "$(psql_ "SELECT pid FROM pg_stat_activity WHERE backend_type = 'aloro_webhook worker'")")
+enq_ms=$(( (t1 - t0) / 1000000 )); drain_ms=$(( (t2 - t1) / 1000000 ))
+echo "deliveries: $n queued in ${enq_ms} ms, $ok succeeded in ${drain_ms} ms after commit"
+echo "drain rate: $(( n * 1000 / (drain_ms > 0 ? drain_ms : 1) )) deliveries/s; worker RSS ${rss} kB"
