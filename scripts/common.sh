@@ -32,3 +32,30 @@ aw_as_postgres() {
 aw_free_port() {
   node -e 'const s=require("net").createServer();s.listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})'
 }
+
+# aw_cluster DIR PORT EXTRA_CONF: a throwaway cluster in DIR/data, socket in
+# DIR, with aloro_webhook preloaded and EXTRA_CONF appended; started, logging
+# to DIR/server.log.  DIR must belong to postgres.
+aw_cluster() {
+  local dir=$1 port=$2 extra=$3
+  aw_as_postgres "initdb -D '$dir/data' -A trust >/dev/null"
+  cat >> "$dir/data/postgresql.conf" <<CONF
+port = $port
+unix_socket_directories = '$dir'
+listen_addresses = ''
+shared_preload_libraries = 'aloro_webhook'
+aloro_webhook.allowed_networks = '127.0.0.0/8'
+$extra
+CONF
+  aw_as_postgres "pg_ctl -D '$dir/data' -l '$dir/server.log' -w start >/dev/null"
+}
+
+# aw_wait_listening FILE: wait (bounded) for a receiver's "listening <port>" line; prints the port
+aw_wait_listening() {
+  for _ in $(seq 100); do
+    grep -q listening "$1" 2>/dev/null && { awk '/listening/ {print $2; exit}' "$1"; return 0; }
+    sleep 0.1
+  done
+  echo "receiver did not start: $(cat "$1")" >&2
+  return 1
+}

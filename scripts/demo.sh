@@ -14,18 +14,9 @@ chown postgres:postgres "$work"
 data=$work/data
 port=$(aw_free_port)
 echo "== a throwaway cluster on port $port"
-aw_as_postgres "initdb -D '$data' -A trust >/dev/null"
-cat >> "$data/postgresql.conf" <<CONF
-port = $port
-unix_socket_directories = '$work'
-listen_addresses = ''
-shared_preload_libraries = 'aloro_webhook'
-aloro_webhook.database_name = 'calls_db'
-aloro_webhook.allowed_networks = '127.0.0.0/8'
+aw_cluster "$work" "$port" "aloro_webhook.database_name = 'calls_db'
 aloro_webhook.retry_schedule = '0, 1s, 2s, 5s'
-timezone = 'UTC'
-CONF
-aw_as_postgres "pg_ctl -D '$data' -l '$work/server.log' -w start >/dev/null"
+timezone = 'UTC'"
 
 secret=whsec_demo_$(date +%s)
 node "$aw_root/scripts/demo-receiver.js" "$secret" > "$work/receiver.out" 2>&1 &
@@ -35,8 +26,7 @@ cleanup() {
   aw_as_postgres "pg_ctl -D '$data' -m fast stop >/dev/null 2>&1" || true
 }
 trap cleanup EXIT
-for _ in $(seq 100); do grep -q listening "$work/receiver.out" 2>/dev/null && break; sleep 0.1; done
-rport=$(awk '/listening/ {print $2}' "$work/receiver.out")
+rport=$(aw_wait_listening "$work/receiver.out")
 echo "== a receiver on 127.0.0.1:$rport that verifies signatures"
 
 psql_() { aw_as_postgres "psql -X -h '$work' -p $port -d calls_db $*"; }

@@ -17,23 +17,13 @@ aw_build_install "$work/src"
 data=$work/data
 chown postgres:postgres "$work"
 port=$(aw_free_port)
-aw_as_postgres "initdb -D '$data' -A trust >/dev/null"
-cat >> "$data/postgresql.conf" <<CONF
-port = $port
-unix_socket_directories = '$work'
-listen_addresses = ''
-shared_preload_libraries = 'aloro_webhook'
-aloro_webhook.database_name = 'postgres'
-aloro_webhook.allowed_networks = '127.0.0.0/8'
-${BENCH_CONF:-}
-CONF
-aw_as_postgres "pg_ctl -D '$data' -l '$work/server.log' -w start >/dev/null"
+aw_cluster "$work" "$port" "aloro_webhook.database_name = 'postgres'
+${BENCH_CONF:-}"
 node "$aw_root/test/bench/sink.js" "$work/count" > "$work/sink.out" &
 sink=$!
 cleanup() { kill $sink 2>/dev/null || true; aw_as_postgres "pg_ctl -D '$data' -m fast stop >/dev/null" || true; }
 trap cleanup EXIT
-for _ in $(seq 50); do grep -q listening "$work/sink.out" 2>/dev/null && break; sleep 0.1; done
-sport=$(awk '{print $2}' "$work/sink.out")
+sport=$(aw_wait_listening "$work/sink.out")
 
 psql_() { aw_as_postgres "psql -X -q -At -h '$work' -p $port -d postgres -c \"$1\""; }
 psql_ "CREATE EXTENSION aloro_webhook"
