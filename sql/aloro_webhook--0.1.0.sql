@@ -95,6 +95,17 @@ CREATE TABLE aloro_webhook.calls (
 COMMENT ON TABLE aloro_webhook.calls IS
 	'Calls; a row inserted with a terminal status, or updated from a live status to a terminal one, queues call.ended deliveries.';
 
+-- Every call that has ended, so that it ends once: a call that goes back to
+-- a live status and ends again, or a webhook created after it ended, queues
+-- nothing.  Call ids are unique across all watched tables.
+CREATE TABLE aloro_webhook.ended_calls (
+	call_id				text PRIMARY KEY,
+	source				regclass NOT NULL,
+	ended_at			timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE aloro_webhook.ended_calls IS
+	'Calls that have ended (and so queued their call.ended deliveries), from whichever watched table.';
+
 ------------------------------------------------------------------------------
 -- The queue and its history
 ------------------------------------------------------------------------------
@@ -155,6 +166,7 @@ COMMENT ON TABLE aloro_webhook.delivery_attempts IS
 SELECT pg_catalog.pg_extension_config_dump('aloro_webhook.webhooks', '');
 SELECT pg_catalog.pg_extension_config_dump('aloro_webhook.webhooks_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('aloro_webhook.calls', '');
+SELECT pg_catalog.pg_extension_config_dump('aloro_webhook.ended_calls', '');
 SELECT pg_catalog.pg_extension_config_dump('aloro_webhook.deliveries', '');
 SELECT pg_catalog.pg_extension_config_dump('aloro_webhook.deliveries_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('aloro_webhook.delivery_attempts', '');
@@ -413,7 +425,8 @@ GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA aloro_webhook TO aloro_webhook_admin;
 -- statement trigger on deliveries fires even when no row changes).
 UPDATE aloro_webhook.deliveries SET status = status WHERE false;
 
-GRANT SELECT ON aloro_webhook.calls, aloro_webhook.deliveries, aloro_webhook.delivery_attempts
+GRANT SELECT ON aloro_webhook.calls, aloro_webhook.ended_calls, aloro_webhook.deliveries,
+				 aloro_webhook.delivery_attempts
 	TO aloro_webhook_reader;
 GRANT SELECT (id, name, url, completed_only, include_recording, enabled, assistant_id,
 			  campaign_id, created_at)

@@ -33,6 +33,7 @@
 
 #define AW_TERMINAL_LIST "'completed', 'missed', 'busy', 'voicemail', 'failed'"
 
+static SPIPlanPtr aw_ended_plan = NULL;
 static SPIPlanPtr aw_match_plan = NULL;
 static SPIPlanPtr aw_insert_plan = NULL;
 
@@ -40,6 +41,19 @@ static SPIPlanPtr aw_insert_plan = NULL;
 static void
 aw_prepare_plans(void)
 {
+	if (aw_ended_plan == NULL)
+	{
+		Oid			types[2] = {TEXTOID, OIDOID};
+		SPIPlanPtr	plan = SPI_prepare(
+									   "INSERT INTO aloro_webhook.ended_calls (call_id, source) "
+									   "VALUES ($1, $2) ON CONFLICT (call_id) DO NOTHING",
+									   2, types);
+
+		if (plan == NULL)
+			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+		SPI_keepplan(plan);
+		aw_ended_plan = plan;
+	}
 	if (aw_match_plan == NULL)
 	{
 		Oid			types[3] = {TEXTOID, TEXTOID, BOOLOID};
@@ -136,6 +150,21 @@ aloro_webhook_call_ended(PG_FUNCTION_ARGS)
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	aw_prepare_plans();
+
+	/* a call ends once: if it ended before, there is nothing to do */
+	{
+		Datum		args[2];
+
+		args[0] = CStringGetTextDatum(call_id);
+		args[1] = ObjectIdGetDatum(RelationGetRelid(trigdata->tg_relation));
+		if (SPI_execute_plan(aw_ended_plan, args, NULL, false, 0) != SPI_OK_INSERT)
+			elog(ERROR, "could not record that call \"%s\" ended", call_id);
+		if (SPI_processed == 0)
+		{
+			SPI_finish();
+			return PointerGetDatum(NULL);
+		}
+	}
 
 	match_args[0] = assistant_id ? CStringGetTextDatum(assistant_id) : (Datum) 0;
 	match_nulls[0] = assistant_id ? ' ' : 'n';

@@ -78,6 +78,16 @@ aw_row_text(AwRow *row, const char *name)
 		return NULL;
 	if (type == TEXTOID || type == VARCHAROID)
 		return TextDatumGetCString(value);
+	if (type == BPCHAROID)
+	{
+		/* char(n) pads with spaces that are not part of the value */
+		char	   *s = TextDatumGetCString(value);
+		int			len = strlen(s);
+
+		while (len > 0 && s[len - 1] == ' ')
+			s[--len] = '\0';
+		return s;
+	}
 	return aw_output(value, type);
 }
 

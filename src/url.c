@@ -72,6 +72,13 @@ aw_url_problem(const char *url)
 	}
 	if (pg_strncasecmp(url, "http://", 7) != 0 && pg_strncasecmp(url, "https://", 8) != 0)
 		return "Only http:// and https:// URLs are supported.";
+	{
+		/* libcurl would read "https:///hooks" as the host "hooks" */
+		const char *after = strstr(url, "://") + 3;
+
+		if (*after == '\0' || *after == '/' || *after == '?' || *after == '#')
+			return "The URL has no host.";
+	}
 
 	h = curl_url();
 	if (h == NULL)
@@ -92,6 +99,33 @@ aw_url_problem(const char *url)
 	return problem;
 }
 
+/*
+ * A URL as it may appear in a message: control characters shown as \xNN
+ * (so none reaches the log raw), and cut after 100 bytes.
+ */
+static char *
+aw_url_for_display(const char *url)
+{
+	StringInfoData out;
+	int			shown = 0;
+
+	initStringInfo(&out);
+	for (const unsigned char *p = (const unsigned char *) url; *p; p++)
+	{
+		if (shown >= 100)
+		{
+			appendStringInfoString(&out, "...");
+			break;
+		}
+		if (*p < 0x20 || *p == 0x7f)
+			appendStringInfo(&out, "\\x%02x", *p);
+		else
+			appendStringInfoChar(&out, (char) *p);
+		shown++;
+	}
+	return out.data;
+}
+
 PG_FUNCTION_INFO_V1(aloro_webhook_check_url);
 
 /* _check_url(url): true, or an error that says what is wrong */
@@ -104,7 +138,7 @@ aloro_webhook_check_url(PG_FUNCTION_ARGS)
 	if (problem != NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("invalid webhook URL \"%s\"", url),
+				 errmsg("invalid webhook URL \"%s\"", aw_url_for_display(url)),
 				 errdetail("%s", problem),
 				 errhint("A webhook URL looks like https://example.com/webhooks/aloro.")));
 	PG_RETURN_BOOL(true);
