@@ -41,78 +41,171 @@ typedef struct AwPair
 static void aw_json_object(StringInfo out, JsonbContainer *jc,
 						   const char *extra_key, const char *extra_json);
 
-/* Appends the ECMAScript Number::toString form of a finite nonzero double. */
-static void
-aw_json_layout_digits(StringInfo out, double d)
+/*
+ * Reads a decimal in any layout ("123.45", "1.2e+21", "1e-07") into its
+ * significant digits (no leading or trailing zeros) and the exponent e of
+ * the scientific form d1.d2d3... x 10^e.  Returns the number of digits.
+ */
+static int
+aw_parse_decimal(const char *p, char *digits, int *e)
 {
-	char		buf[DOUBLE_SHORTEST_DECIMAL_LEN];
-	char		digits[DOUBLE_SHORTEST_DECIMAL_LEN];
-	const char *p;
+	char		all[64];
 	int			nd = 0;
 	int			point = -1;
 	int			exp10 = 0;
 	int			lead = 0;
 	int			k;
-	int			n;
 
-	double_to_shortest_decimal_buf(d, buf);
-
-	/* read sign, digits, decimal point and exponent, whatever the layout */
-	p = buf;
-	if (*p == '-')
-	{
-		appendStringInfoChar(out, '-');
+	if (*p == '-' || *p == '+')
 		p++;
-	}
-	for (; *p && *p != 'e' && *p != 'E'; p++)
+	for (; *p && *p != 'e' && *p != 'E' && nd < (int) sizeof(all); p++)
 	{
 		if (*p == '.')
 			point = nd;
 		else
-			digits[nd++] = *p;
+			all[nd++] = *p;
 	}
 	if (point < 0)
 		point = nd;
 	if (*p == 'e' || *p == 'E')
 		exp10 = atoi(p + 1);
-
-	/* value = 0.d1d2...dk x 10^n, with d1 nonzero and dk nonzero */
-	while (lead < nd - 1 && digits[lead] == '0')
+	while (lead < nd - 1 && all[lead] == '0')
 		lead++;
-	n = point + exp10 - lead;
 	k = nd - lead;
-	while (k > 1 && digits[lead + k - 1] == '0')
+	while (k > 1 && all[lead + k - 1] == '0')
 		k--;
+	memcpy(digits, all + lead, k);
+	*e = point + exp10 - lead - 1;
+	return k;
+}
+
+/* does the decimal digits x 10^(e-k+1) read back as exactly d? */
+static bool
+aw_round_trips(const char *digits, int k, int e, double d)
+{
+	char		text[64];
+
+	snprintf(text, sizeof(text), "%c.%.*se%d", digits[0], k - 1, digits + 1, e);
+	return strtod(text, NULL) == d;
+}
+
+/*
+ * aw_shortest
+ *		The digits ECMAScript's Number::toString picks for a finite d > 0:
+ *		the fewest that read back as d, and of those the closest to d.
+ *
+ * The server's shortest-decimal code (behind float8out) gives the digits in
+ * nearly every case, but it never picks a decimal that lies exactly half-way
+ * to the neighbouring double, which reads back as d when d's significand is
+ * even (1e23 comes out as 9.999999999999999e+22).  So every shorter length is
+ * tried too: the nearest decimal of that length (printf rounds correctly),
+ * and the neighbour on the other side, which can be the only one that reads
+ * back when d is a power of two and its rounding interval is lopsided.
+ */
+static int
+aw_shortest(double d, char *digits, int *e)
+{
+	char		buf[DOUBLE_SHORTEST_DECIMAL_LEN];
+	int			k;
+
+	double_to_shortest_decimal_buf(d, buf);
+	k = aw_parse_decimal(buf, digits, e);
+
+	for (int t = 1; t < k; t++)
+	{
+		char		cand[64];
+		char		cd[64];
+		int			ce;
+		int			ck;
+
+		snprintf(cand, sizeof(cand), "%.*e", t - 1, d);
+		if (strtod(cand, NULL) == d)
+			return aw_parse_decimal(cand, digits, e);
+
+		/* the t-digit neighbour on the other side of d */
+		ck = aw_parse_decimal(cand, cd, &ce);
+		while (ck < t)
+			cd[ck++] = '0';
+		if (strtod(cand, NULL) < d)
+		{
+			int			i = t - 1;
+
+			while (i >= 0 && cd[i] == '9')
+				cd[i--] = '0';
+			if (i < 0)
+			{
+				cd[0] = '1';
+				ce++;
+			}
+			else
+				cd[i]++;
+		}
+		else
+		{
+			int			i = t - 1;
+
+			while (i >= 0 && cd[i] == '0')
+				cd[i--] = '9';
+			if (i < 0 || (i == 0 && cd[0] == '1' && t > 1))
+				continue;		/* would lose a digit: a shorter length covered it */
+			cd[i]--;
+		}
+		if (aw_round_trips(cd, t, ce, d))
+		{
+			memcpy(digits, cd, t);
+			ck = t;
+			while (ck > 1 && digits[ck - 1] == '0')
+				ck--;
+			return ck;
+		}
+	}
+	return k;
+}
+
+/* Appends the ECMAScript Number::toString form of a finite nonzero double. */
+static void
+aw_json_layout_digits(StringInfo out, double d)
+{
+	char		digits[64];
+	int			e;
+	int			k;
+	int			n;
+
+	if (d < 0)
+	{
+		appendStringInfoChar(out, '-');
+		d = -d;
+	}
+	k = aw_shortest(d, digits, &e);
+	n = e + 1;					/* value = 0.d1d2...dk x 10^n */
 
 	if (k <= n && n <= 21)
 	{
 		/* integer: the digits, then n-k zeros */
-		appendBinaryStringInfo(out, digits + lead, k);
+		appendBinaryStringInfo(out, digits, k);
 		for (int i = 0; i < n - k; i++)
 			appendStringInfoChar(out, '0');
 	}
 	else if (0 < n && n <= 21)
 	{
-		appendBinaryStringInfo(out, digits + lead, n);
+		appendBinaryStringInfo(out, digits, n);
 		appendStringInfoChar(out, '.');
-		appendBinaryStringInfo(out, digits + lead + n, k - n);
+		appendBinaryStringInfo(out, digits + n, k - n);
 	}
 	else if (-6 < n && n <= 0)
 	{
 		appendStringInfoString(out, "0.");
 		for (int i = 0; i < -n; i++)
 			appendStringInfoChar(out, '0');
-		appendBinaryStringInfo(out, digits + lead, k);
+		appendBinaryStringInfo(out, digits, k);
 	}
 	else
 	{
-		int			e = n - 1;
-
-		appendStringInfoChar(out, digits[lead]);
+		appendStringInfoChar(out, digits[0]);
 		if (k > 1)
 		{
 			appendStringInfoChar(out, '.');
-			appendBinaryStringInfo(out, digits + lead + 1, k - 1);
+			appendBinaryStringInfo(out, digits + 1, k - 1);
 		}
 		appendStringInfo(out, "e%c%d", e < 0 ? '-' : '+', e < 0 ? -e : e);
 	}
