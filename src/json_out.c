@@ -25,6 +25,7 @@
 
 #include "common/shortest_dec.h"
 #include "fmgr.h"
+#include "miscadmin.h"
 #include "mb/pg_wchar.h"
 #include "utils/builtins.h"
 #include "utils/datetime.h"
@@ -457,6 +458,8 @@ aw_json_jsonb(StringInfo out, JsonbContainer *jc)
 	JsonbIteratorToken tok;
 	bool		first = true;
 
+	/* nesting is the user's to choose: fail cleanly, never overflow the stack */
+	check_stack_depth();
 	if (JsonContainerIsObject(jc))
 	{
 		aw_json_object(out, jc, NULL, NULL);
