@@ -9,12 +9,14 @@ REGRESS    = $(patsubst test/sql/%.sql,%,$(sort $(wildcard test/sql/*.sql)))
 REGRESS_OPTS = --inputdir=test --temp-instance=./tmp_check --temp-config=./test/regress.conf
 TAP_TESTS  = 1
 PROVE_TESTS = $(sort $(wildcard test/t/*.pl))
-PROVE_FLAGS = -I ./test/t --timer
 EXTRA_CLEAN = tmp_check results regression.diffs regression.out log
 
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
+
+# after the include: Makefile.global resets PROVE_FLAGS
+PROVE_FLAGS = -I ./test/t --timer
 
 # `make installcheck` runs both pg_regress (above) and the TAP suite; these
 # run one of them alone.

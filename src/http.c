@@ -59,6 +59,9 @@ static dlist_head aw_in_flight = DLIST_STATIC_INIT(aw_in_flight);
 static int	aw_n_in_flight = 0;
 static int	aw_fd_cap = 0;
 
+/* cached connections were made under an older address policy or CA file */
+static bool aw_connections_stale = false;
+
 /* spare easy handles, kept so that their DNS and TLS state is reused */
 static CURL **aw_pool = NULL;
 static int	aw_pool_n = 0;
@@ -160,6 +163,32 @@ aw_compute_fd_cap(void)
 	return Max(1, ((int) rl.rlim_cur - 128) / 3);
 }
 
+/* a multi handle, with an empty connection cache */
+static void
+aw_new_multi(void)
+{
+	aw_multi = curl_multi_init();
+	if (aw_multi == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("could not create a libcurl multi handle")));
+	curl_multi_setopt(aw_multi, CURLMOPT_SOCKETFUNCTION, aw_socket_cb);
+	curl_multi_setopt(aw_multi, CURLMOPT_TIMERFUNCTION, aw_timer_cb);
+	curl_multi_setopt(aw_multi, CURLMOPT_MAXCONNECTS, (long) Min(aw_fd_cap, 10000));
+	aw_timer_ms = -1;
+}
+
+/* replaces the multi handle (and so closes its cached connections) if it is idle and stale */
+static void
+aw_refresh_if_idle(void)
+{
+	if (!aw_connections_stale || aw_n_in_flight > 0)
+		return;
+	curl_multi_cleanup(aw_multi);
+	aw_new_multi();
+	aw_connections_stale = false;
+}
+
 /* Sets up libcurl, the multi handle and the epoll set. */
 void
 aw_http_init(void)
@@ -173,15 +202,22 @@ aw_http_init(void)
 		ereport(ERROR,
 				(errcode_for_socket_access(),
 				 errmsg("could not create epoll set: %m")));
-	aw_multi = curl_multi_init();
-	if (aw_multi == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_INTERNAL_ERROR),
-				 errmsg("could not create a libcurl multi handle")));
-	curl_multi_setopt(aw_multi, CURLMOPT_SOCKETFUNCTION, aw_socket_cb);
-	curl_multi_setopt(aw_multi, CURLMOPT_TIMERFUNCTION, aw_timer_cb);
 	aw_fd_cap = aw_compute_fd_cap();
-	curl_multi_setopt(aw_multi, CURLMOPT_MAXCONNECTS, (long) Min(aw_fd_cap, 10000));
+	aw_new_multi();
+}
+
+/*
+ * aw_http_policy_changed
+ *		allowed_networks or ca_file changed: connections kept alive were
+ *		checked against the old ones, so none of them may be reused.  The
+ *		connection cache goes as soon as nothing is in flight; until then new
+ *		requests open connections of their own.
+ */
+void
+aw_http_policy_changed(void)
+{
+	aw_connections_stale = true;
+	aw_refresh_if_idle();
 }
 
 int
@@ -321,6 +357,13 @@ aw_http_start(AwClaim *claim)
 	aw_add_header(req, "Expect:");	/* no 100-continue round trip */
 
 	req->easy = easy = aw_easy_get();
+	aw_refresh_if_idle();
+	if (aw_connections_stale)
+	{
+		/* neither reuse a connection checked under the old policy nor keep this one */
+		curl_easy_setopt(easy, CURLOPT_FRESH_CONNECT, 1L);
+		curl_easy_setopt(easy, CURLOPT_FORBID_REUSE, 1L);
+	}
 	curl_easy_setopt(easy, CURLOPT_PRIVATE, req);
 	curl_easy_setopt(easy, CURLOPT_URL, claim->url);
 	curl_easy_setopt(easy, CURLOPT_POST, 1L);

@@ -19,5 +19,6 @@ extern long aw_http_timeout_ms(void);
 extern void aw_http_start(AwClaim *claim);
 extern int	aw_http_drive(AwResult **done, AwClaim **done_claims, int max);
 extern void aw_http_abandon_all(void);
+extern void aw_http_policy_changed(void);
 
 #endif							/* ALORO_WEBHOOK_HTTP_H */

@@ -78,6 +78,18 @@ static bool aw_recovered = false;
 static bool aw_have_next_due = false;
 static TimestampTz aw_next_due = 0;
 
+/* what connections kept alive were checked against, to notice a change */
+static char *aw_policy = NULL;
+
+/* the settings that decide whether a connection may be used */
+static char *
+aw_current_policy(void)
+{
+	return MemoryContextStrdup(TopMemoryContext,
+							   psprintf("%s\n%s", aw_allowed_networks ? aw_allowed_networks : "",
+										aw_ca_file ? aw_ca_file : ""));
+}
+
 static void
 aw_sigterm(SIGNAL_ARGS)
 {
@@ -438,6 +450,7 @@ aw_worker_main(Datum main_arg)
 	aw_cycle_cxt = AllocSetContextCreate(TopMemoryContext, "aloro_webhook cycle",
 										 ALLOCSET_DEFAULT_SIZES);
 	aw_http_init();
+	aw_policy = aw_current_policy();
 	aw_done = MemoryContextAlloc(TopMemoryContext, sizeof(AwResult *) * 10000);
 	aw_done_claims = MemoryContextAlloc(TopMemoryContext, sizeof(AwClaim *) * 10000);
 	aw_to_start = MemoryContextAlloc(TopMemoryContext, sizeof(AwClaim *) * 10000);
@@ -476,8 +489,15 @@ aw_worker_main(Datum main_arg)
 			break;
 		if (ConfigReloadPending)
 		{
+			char	   *policy;
+
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
+			policy = aw_current_policy();
+			if (strcmp(policy, aw_policy) != 0)
+				aw_http_policy_changed();
+			pfree(aw_policy);
+			aw_policy = policy;
 		}
 
 		MemoryContextReset(aw_cycle_cxt);

@@ -1,0 +1,103 @@
+# The worker's quiet states: before CREATE EXTENSION it waits without a crash
+# loop or log spam and starts delivering once the extension exists; with the
+# queue drained it is idle (no CPU to speak of, shown as waiting).
+use strict;
+use warnings;
+
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use Time::HiRes ();
+
+# (the Makefile's PROVE_FLAGS -I ./test/t is reset by PGXS; find the helpers here)
+use FindBin;
+use lib $FindBin::RealBin;
+use AloroTest;
+
+# utime + stime of a process, in clock ticks
+sub cpu_ticks
+{
+	my ($pid) = @_;
+	open(my $fh, '<', "/proc/$pid/stat") or return undef;
+	my $stat = <$fh>;
+	close($fh);
+	# fields after "pid (comm) ": state is field 3; utime is 14, stime 15
+	$stat =~ s/^.*\)\s+//s;
+	my @f = split(/\s+/, $stat);
+	return $f[11] + $f[12];
+}
+
+sub log_lines_matching
+{
+	my ($node, $re) = @_;
+	return scalar(grep { /$re/ } split(/\n/, slurp_file($node->logfile)));
+}
+
+my $node = aw_node('idle', create_extension => 0);
+my $rcv = start_receiver(name => 'idle');
+
+# ---------------------------------------------------------------------------
+# 1. No extension yet: wait quietly, then start working once it exists
+# ---------------------------------------------------------------------------
+{
+	my $pid = wait_for_worker($node, 30);
+	ok($pid ne '', 'no extension yet: the worker runs');
+	like(PostgreSQL::Test::Utils::slurp_file("/proc/$pid/cmdline") =~ s/\0/ /gr,
+		qr/aloro_webhook worker/, 'the process title names the worker');
+	# the worker's own lines (log_statement = all logs the tests' queries too)
+	my $lines = log_lines_matching($node, qr/\[$pid\]/);
+	Time::HiRes::sleep(3.0);
+	is(worker_pid($node), $pid, 'no extension yet: same worker after 3 s (no crash loop)');
+	is(log_lines_matching($node, qr/\[$pid\]/), $lines, 'no extension yet: no new log lines from the worker while waiting');
+	ok($lines <= 4, "no extension yet: a few start-up lines only ($lines)");
+	is(log_lines_matching($node, qr/background worker "aloro_webhook worker".*exited/), 0,
+		'no extension yet: the worker never exited');
+
+	$node->safe_psql('postgres', 'CREATE EXTENSION aloro_webhook');
+	add_webhook($node, "$rcv->{url}/ok?case=late-extension", tag => 'asst_late');
+	my $did = end_call($node, 'call_late', tag => 'asst_late');
+	ok(poll_until($node, "SELECT status FROM aloro_webhook.deliveries WHERE id = $did", 'succeeded', 90),
+		'after CREATE EXTENSION: deliveries flow without a restart');
+}
+
+# ---------------------------------------------------------------------------
+# 2. Idle means idle
+# ---------------------------------------------------------------------------
+{
+	add_webhook($node, "$rcv->{url}/ok?case=idle", tag => 'asst_idle');
+	my $pid = worker_pid($node);
+	ok($pid ne '', "idle: worker pid $pid");
+	my $lines = log_lines_matching($node, qr/\[$pid\]/);
+	my @ids = end_calls($node, 'call_idle', 50, tag => 'asst_idle');
+	ok(poll_until($node, "SELECT count(*) FROM aloro_webhook.deliveries WHERE status = 'pending'", '0', 60),
+		'idle: queue drained');
+	is(log_lines_matching($node, qr/\[$pid\]/), $lines, 'the worker logs no line per delivery');
+
+	# let it settle, then watch it for 3 s
+	Time::HiRes::sleep(1.0);
+	my $c0 = cpu_ticks($pid);
+	Time::HiRes::sleep(3.0);
+	my $c1 = cpu_ticks($pid);
+	ok(defined $c0 && defined $c1, 'idle: CPU time readable');
+	my $used = $c1 - $c0;
+	ok($used <= 3, "idle: the worker used $used clock ticks of CPU in 3 s (at most 3)");
+	is(worker_pid($node), $pid, 'idle: same worker throughout');
+
+	my $a = query_row($node, qq{
+		SELECT state, wait_event_type, wait_event, backend_type
+		  FROM pg_stat_activity WHERE pid = $pid});
+	note('idle: pg_stat_activity: state=' . ($a->{state} // 'NULL')
+		  . ' wait_event=' . ($a->{wait_event_type} // 'NULL') . '/' . ($a->{wait_event} // 'NULL'));
+	is($a->{backend_type}, 'aloro_webhook worker', 'pg_stat_activity names the worker');
+	ok(($a->{state} // '') ne 'active', 'idle: pg_stat_activity does not show it active');
+	ok(defined $a->{wait_event}, 'idle: pg_stat_activity shows it waiting');
+
+	# and it still wakes up
+	my $did = end_call($node, 'call_idle_after', tag => 'asst_idle');
+	ok(poll_until($node, "SELECT status FROM aloro_webhook.deliveries WHERE id = $did", 'succeeded', 10),
+		'idle: a new call is delivered promptly');
+}
+
+stop_receiver($rcv);
+$node->stop;
+done_testing();
