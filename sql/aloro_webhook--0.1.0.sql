@@ -346,6 +346,49 @@ $$;
 COMMENT ON FUNCTION aloro_webhook.redeliver(bigint) IS
 	'sends a finished delivery again: same body, fresh attempt budget, history kept';
 
+CREATE FUNCTION aloro_webhook.replay(webhook_id bigint,
+									 since timestamptz,
+									 until timestamptz DEFAULT now(),
+									 only_failed boolean DEFAULT true)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_count bigint;
+BEGIN
+	IF webhook_id IS NULL OR since IS NULL OR until IS NULL THEN
+		RAISE EXCEPTION 'webhook_id, since and until must not be NULL'
+			USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	IF since > until THEN
+		RAISE EXCEPTION 'replay window is empty: since is after until'
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	PERFORM 1 FROM aloro_webhook.webhooks w WHERE w.id = replay.webhook_id;
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'webhook % does not exist', webhook_id
+			USING ERRCODE = 'no_data_found';
+	END IF;
+	-- like redeliver(): same bodies, a fresh attempt budget, history kept
+	UPDATE aloro_webhook.deliveries d
+	   SET status = 'pending',
+		   budget_start = d.attempts,
+		   next_attempt_at = now() + coalesce(aloro_webhook._retry_delay(1), '0'),
+		   finished_at = NULL,
+		   claimed_at = NULL
+	 WHERE d.webhook_id = replay.webhook_id
+	   AND d.created_at >= replay.since
+	   AND d.created_at < replay.until
+	   AND d.status <> 'pending'
+	   AND (d.status = 'failed' OR NOT coalesce(replay.only_failed, true));
+	GET DIAGNOSTICS v_count = ROW_COUNT;
+	RETURN v_count;
+END
+$$;
+COMMENT ON FUNCTION aloro_webhook.replay(bigint, timestamptz, timestamptz, boolean) IS
+	'puts a webhook''s finished deliveries created in [since, until) back in line (only the failed ones by default); returns how many';
+
 CREATE FUNCTION aloro_webhook.watch(calls regclass)
 RETURNS void
 AS 'MODULE_PATHNAME', 'aloro_webhook_watch'

@@ -45,11 +45,11 @@ aw_prepare(const char *sql, int nargs, Oid *types)
 	return plan;
 }
 
-/* Is the extension installed in this database (as of this transaction)? */
-bool
-aw_queue_extension_present(void)
+/* The extension's OID in this database (as of this transaction), or InvalidOid. */
+Oid
+aw_queue_extension_oid(void)
 {
-	return OidIsValid(get_extension_oid("aloro_webhook", true));
+	return get_extension_oid("aloro_webhook", true);
 }
 
 /* Drops the saved plans, for when the extension went away. */

@@ -44,7 +44,7 @@ typedef struct AwResult
 	TimestampTz next_attempt_at;	/* 0: none */
 } AwResult;
 
-extern bool aw_queue_extension_present(void);
+extern Oid	aw_queue_extension_oid(void);
 extern void aw_queue_forget_plans(void);
 extern uint64 aw_queue_release_claims(void);
 extern int	aw_queue_candidates(int limit, const int64 *exclude, int nexclude,

@@ -73,8 +73,8 @@ static int	aw_ndone = 0;
 static AwClaim **aw_to_start = NULL;
 static int	aw_nto_start = 0;
 
-static bool aw_extension_present = false;
-static bool aw_recovered = false;
+static Oid	aw_extension_oid = InvalidOid;	/* the extension whose queue we work on */
+static bool aw_said_waiting = false;
 static bool aw_have_next_due = false;
 static TimestampTz aw_next_due = 0;
 
@@ -288,6 +288,59 @@ aw_claim_due(void)
 	}
 }
 
+/* the queue we worked on is gone (extension dropped, or dropped and re-created) */
+static void
+aw_detach_queue(void)
+{
+	aw_http_abandon_all();
+	for (int i = 0; i < aw_ndone; i++)
+		MemoryContextDelete(aw_done_claims[i]->cxt);
+	aw_ndone = 0;
+	hash_destroy(aw_slots);
+	aw_slots = NULL;
+	aw_queue_forget_plans();
+	aw_have_next_due = false;
+	aw_extension_oid = InvalidOid;
+}
+
+/* a queue to work on: whatever was in flight before is due again */
+static void
+aw_attach_queue(Oid extension_oid)
+{
+	HASHCTL		ctl;
+	uint64		released;
+
+	ctl.keysize = sizeof(int64);
+	ctl.entrysize = sizeof(AwSlots);
+	ctl.hcxt = TopMemoryContext;
+	aw_slots = hash_create("aloro_webhook slots", 64, &ctl,
+						   HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	aw_extension_oid = extension_oid;
+	released = aw_queue_release_claims();
+	ereport(LOG,
+			(errmsg("aloro_webhook worker is delivering webhooks from database \"%s\"",
+					aw_database_name),
+			 released > 0 ?
+			 errdetail("%llu deliveries that were in flight when the worker last stopped are due again.",
+					   (unsigned long long) released) : 0));
+}
+
+/* records the finished attempts collected so far, and frees their requests */
+static void
+aw_record_done(void)
+{
+	for (int i = 0; i < aw_ndone; i++)
+		if (aw_done[i]->record_attempt)
+			aw_decide(aw_done[i], aw_done_claims[i]);
+	aw_queue_record(aw_done, aw_ndone);
+	for (int i = 0; i < aw_ndone; i++)
+	{
+		aw_slot_release(aw_done_claims[i]->webhook_id);
+		MemoryContextDelete(aw_done_claims[i]->cxt);
+	}
+	aw_ndone = 0;
+}
+
 /*
  * aw_cycle
  *		One short transaction: record finished attempts, claim due work.
@@ -295,7 +348,7 @@ aw_claim_due(void)
 static void
 aw_cycle(bool claim)
 {
-	bool		present;
+	Oid			extension_oid;
 
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
@@ -304,67 +357,27 @@ aw_cycle(bool claim)
 	PushActiveSnapshot(GetTransactionSnapshot());
 	pgstat_report_activity(STATE_RUNNING, "aloro_webhook: recording attempts and claiming deliveries");
 
-	present = aw_queue_extension_present();
-	if (!present)
+	extension_oid = aw_queue_extension_oid();
+	if (extension_oid != aw_extension_oid && OidIsValid(aw_extension_oid))
+		aw_detach_queue();
+	if (!OidIsValid(extension_oid))
 	{
-		if (aw_extension_present || !aw_recovered)
+		if (!aw_said_waiting)
 			ereport(LOG,
 					(errmsg("aloro_webhook worker is waiting for CREATE EXTENSION aloro_webhook in database \"%s\"",
 							aw_database_name)));
-		if (aw_extension_present)
-		{
-			/* the extension went away: so did the queue */
-			aw_http_abandon_all();
-			for (int i = 0; i < aw_ndone; i++)
-				MemoryContextDelete(aw_done_claims[i]->cxt);
-			aw_ndone = 0;
-			hash_destroy(aw_slots);
-			aw_slots = NULL;
-			aw_queue_forget_plans();
-		}
-		aw_extension_present = false;
-		aw_recovered = true;	/* logged once; reset when it appears */
-		aw_have_next_due = false;
+		aw_said_waiting = true;
 	}
 	else
 	{
-		if (!aw_extension_present)
+		if (!OidIsValid(aw_extension_oid))
 		{
-			uint64		released;
-
-			aw_extension_present = true;
-			if (aw_slots == NULL)
-			{
-				HASHCTL		ctl;
-
-				ctl.keysize = sizeof(int64);
-				ctl.entrysize = sizeof(AwSlots);
-				ctl.hcxt = TopMemoryContext;
-				aw_slots = hash_create("aloro_webhook slots", 64, &ctl,
-									   HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
-			}
-			released = aw_queue_release_claims();
-			ereport(LOG,
-					(errmsg("aloro_webhook worker is delivering webhooks from database \"%s\"",
-							aw_database_name),
-					 released > 0 ?
-					 errdetail("%llu deliveries that were in flight when the worker last stopped are due again.",
-							   (unsigned long long) released) : 0));
+			aw_attach_queue(extension_oid);
+			aw_said_waiting = false;
 			claim = true;
 		}
 		if (aw_ndone > 0)
-		{
-			for (int i = 0; i < aw_ndone; i++)
-				if (aw_done[i]->record_attempt)
-					aw_decide(aw_done[i], aw_done_claims[i]);
-			aw_queue_record(aw_done, aw_ndone);
-			for (int i = 0; i < aw_ndone; i++)
-			{
-				aw_slot_release(aw_done_claims[i]->webhook_id);
-				MemoryContextDelete(aw_done_claims[i]->cxt);
-			}
-			aw_ndone = 0;
-		}
+			aw_record_done();
 		if (claim)
 			aw_claim_due();
 	}
@@ -385,7 +398,7 @@ aw_cycle(bool claim)
 static void
 aw_release_on_exit(void)
 {
-	if (!aw_extension_present || aw_http_in_flight() == 0)
+	if (!OidIsValid(aw_extension_oid) || aw_http_in_flight() == 0)
 		return;
 	aw_http_abandon_all();
 	SetCurrentStatementStartTimestamp();
@@ -393,7 +406,7 @@ aw_release_on_exit(void)
 	if (SPI_connect() == SPI_OK_CONNECT)
 	{
 		PushActiveSnapshot(GetTransactionSnapshot());
-		if (aw_queue_extension_present())
+		if (aw_queue_extension_oid() == aw_extension_oid)
 			aw_queue_release_claims();
 		SPI_finish();
 		PopActiveSnapshot();
