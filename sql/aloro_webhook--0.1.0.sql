@@ -139,8 +139,10 @@ COMMENT ON TABLE aloro_webhook.deliveries IS
 -- A call ends once per webhook: a second call.ended is impossible.
 CREATE UNIQUE INDEX deliveries_once ON aloro_webhook.deliveries (webhook_id, call_id, event)
 	WHERE NOT test;
--- What the worker claims: pending deliveries not in flight, earliest due first.
-CREATE INDEX deliveries_due ON aloro_webhook.deliveries (next_attempt_at)
+-- What the worker claims: per webhook, pending deliveries not in flight,
+-- earliest due first.  Per webhook, so that a webhook at its in-flight cap
+-- costs the claim nothing however long its backlog.
+CREATE INDEX deliveries_due ON aloro_webhook.deliveries (webhook_id, next_attempt_at)
 	WHERE status = 'pending' AND claimed_at IS NULL;
 -- "What happened to the webhook for call X?"
 CREATE INDEX deliveries_by_call ON aloro_webhook.deliveries (call_id);
@@ -233,6 +235,31 @@ BEGIN
 	RETURN NULL;
 END
 $$;
+
+-- Deleting a webhook resolves its waiting deliveries: nothing can send them.
+-- (One in flight is resolved when its attempt is recorded.)
+CREATE FUNCTION aloro_webhook._webhook_deleted()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	UPDATE aloro_webhook.deliveries d
+	   SET status = 'failed',
+		   next_attempt_at = NULL,
+		   finished_at = now(),
+		   last_error = format('webhook %s was deleted', OLD.id)
+	 WHERE d.webhook_id = OLD.id
+	   AND d.status = 'pending'
+	   AND d.claimed_at IS NULL;
+	RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER aloro_webhook_deleted
+	AFTER DELETE ON aloro_webhook.webhooks
+	FOR EACH ROW
+	EXECUTE FUNCTION aloro_webhook._webhook_deleted();
 
 CREATE TRIGGER aloro_webhook_enabled
 	AFTER UPDATE OF enabled ON aloro_webhook.webhooks

@@ -330,6 +330,8 @@ aw_http_start(AwClaim *claim)
 
 	req->claim = claim;
 	req->result.id = claim->id;
+	req->result.webhook_id = claim->webhook_id;
+	req->result.ctid = claim->ctid;
 	req->result.attempt = claim->attempts + 1;
 	req->result.record_attempt = true;
 	req->result.started_at = GetCurrentTimestamp();

@@ -32,6 +32,7 @@ static SPIPlanPtr aw_plan_candidates = NULL;
 static SPIPlanPtr aw_plan_claim = NULL;
 static SPIPlanPtr aw_plan_next_due = NULL;
 static SPIPlanPtr aw_plan_record = NULL;
+static SPIPlanPtr aw_plan_record_by_id = NULL;
 static SPIPlanPtr aw_plan_park = NULL;
 
 static SPIPlanPtr
@@ -57,7 +58,7 @@ void
 aw_queue_forget_plans(void)
 {
 	SPIPlanPtr *plans[] = {&aw_plan_candidates, &aw_plan_claim, &aw_plan_next_due,
-	&aw_plan_record, &aw_plan_park};
+	&aw_plan_record, &aw_plan_record_by_id, &aw_plan_park};
 
 	for (size_t i = 0; i < lengthof(plans); i++)
 		if (*plans[i] != NULL)
@@ -87,18 +88,35 @@ aw_int8_array(const int64 *values, int n)
 	return PointerGetDatum(construct_array(d, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
 }
 
+/* a tid[] datum */
+static Datum
+aw_tid_array(const ItemPointerData *tids, int n)
+{
+	Datum	   *d = palloc(sizeof(Datum) * Max(n, 1));
+
+	for (int i = 0; i < n; i++)
+		d[i] = PointerGetDatum(&tids[i]);
+	return PointerGetDatum(construct_array(d, n, TIDOID, sizeof(ItemPointerData), false, TYPALIGN_SHORT));
+}
+
 /*
  * aw_queue_candidates
- *		Ids and webhooks of up to limit due deliveries, earliest first,
- *		leaving out the webhooks in exclude (those at their in-flight cap).
- *		Nothing is locked: aw_queue_claim re-checks each row.
+ *		Up to limit due deliveries, earliest first, leaving out the webhooks
+ *		in exclude (those at their in-flight cap): their row versions (ctid)
+ *		and webhooks.  The rows are locked (SKIP LOCKED: one someone else is
+ *		changing waits for a later turn), so aw_queue_claim can address them
+ *		by ctid.
  *
- * Like every statement here it runs read-write (read_only = false), so that
- * it takes a fresh snapshot and sees what this transaction recorded before.
+ * It probes the due index once per webhook, so a long backlog behind a
+ * saturated webhook is never scanned.  The worker's statements address rows
+ * by ctid or by webhook, never by a list of ids, so that no plan depends on
+ * statistics that a bulk enqueue has made stale.  Like every statement here
+ * it runs read-write (read_only = false): it takes a fresh snapshot and sees
+ * what this transaction recorded before.
  */
 int
 aw_queue_candidates(int limit, const int64 *exclude, int nexclude,
-					int64 *ids, int64 *webhooks)
+					ItemPointerData *tids, int64 *webhooks)
 {
 	Datum		args[2];
 
@@ -107,11 +125,17 @@ aw_queue_candidates(int limit, const int64 *exclude, int nexclude,
 		Oid			types[2] = {INT4OID, INT8ARRAYOID};
 
 		aw_plan_candidates = aw_prepare(
-										"SELECT d.id, d.webhook_id FROM aloro_webhook.deliveries d "
-										" WHERE d.status = 'pending' AND d.claimed_at IS NULL "
-										"   AND d.next_attempt_at <= now() "
-										"   AND d.webhook_id <> ALL ($2) "
-										" ORDER BY d.next_attempt_at "
+										"SELECT c.ctid, c.webhook_id "
+										"  FROM aloro_webhook.webhooks w "
+										" CROSS JOIN LATERAL ("
+										"   SELECT d.ctid, d.webhook_id, d.next_attempt_at "
+										"     FROM aloro_webhook.deliveries d "
+										"    WHERE d.webhook_id = w.id AND d.status = 'pending' "
+										"      AND d.claimed_at IS NULL AND d.next_attempt_at <= now() "
+										"    ORDER BY d.next_attempt_at LIMIT $1 "
+										"    FOR UPDATE OF d SKIP LOCKED) c "
+										" WHERE w.id <> ALL ($2) "
+										" ORDER BY c.next_attempt_at "
 										" LIMIT $1",
 										2, types);
 	}
@@ -123,7 +147,8 @@ aw_queue_candidates(int limit, const int64 *exclude, int nexclude,
 	{
 		bool		isnull;
 
-		ids[i] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
+		ItemPointerCopy((ItemPointer) DatumGetPointer(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull)),
+						&tids[i]);
 		webhooks[i] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2, &isnull));
 	}
 	return (int) SPI_processed;
@@ -148,33 +173,35 @@ aw_spi_text(HeapTuple tuple, TupleDesc desc, int col, MemoryContext cxt)
 
 /*
  * aw_queue_claim
- *		Marks the given deliveries in flight, if they are still pending and
- *		unclaimed, and returns them with their webhook's URL and secret.
+ *		Marks the given row versions in flight and returns them with their
+ *		webhook's URL and secret.  They were locked by aw_queue_candidates in
+ *		this same transaction, so they are still pending and unclaimed; the
+ *		statement says nothing else about them, so that the only plan is a
+ *		TID scan.
  *		Each claim and its strings are allocated in a fresh child of cxt, so
  *		that a finished request frees all it used at once.
  */
 int
-aw_queue_claim(const int64 *ids, int n, MemoryContext cxt, AwClaim **claims)
+aw_queue_claim(const ItemPointerData *tids, int n, MemoryContext cxt, AwClaim **claims)
 {
 	Datum		args[1];
 	uint64		got;
 
 	if (aw_plan_claim == NULL)
 	{
-		Oid			types[1] = {INT8ARRAYOID};
+		Oid			types[1] = {TIDARRAYOID};
 
 		aw_plan_claim = aw_prepare(
 								   "WITH c AS ("
 								   "  UPDATE aloro_webhook.deliveries d SET claimed_at = now() "
-								   "   WHERE d.id = ANY ($1) AND d.status = 'pending' "
-								   "     AND d.claimed_at IS NULL AND d.next_attempt_at <= now() "
-								   "  RETURNING d.id, d.webhook_id, d.body, d.attempts, d.budget_start, d.test) "
+								   "   WHERE d.ctid = ANY ($1) "
+								   "  RETURNING d.ctid, d.id, d.webhook_id, d.body, d.attempts, d.budget_start, d.test) "
 								   "SELECT c.id, c.webhook_id, c.body, c.attempts, c.budget_start, c.test, "
-								   "       w.id IS NOT NULL, coalesce(w.enabled, false), w.url, w.secret "
+								   "       w.id IS NOT NULL, coalesce(w.enabled, false), w.url, w.secret, c.ctid "
 								   "  FROM c LEFT JOIN aloro_webhook.webhooks w ON w.id = c.webhook_id",
 								   1, types);
 	}
-	args[0] = aw_int8_array(ids, n);
+	args[0] = aw_tid_array(tids, n);
 	if (SPI_execute_plan(aw_plan_claim, args, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not claim deliveries");
 	got = SPI_processed;
@@ -198,6 +225,7 @@ aw_queue_claim(const int64 *ids, int n, MemoryContext cxt, AwClaim **claims)
 		c->enabled = DatumGetBool(SPI_getbinval(t, desc, 8, &isnull));
 		c->url = aw_spi_text(t, desc, 9, rcxt);
 		c->secret = aw_spi_text(t, desc, 10, rcxt);
+		ItemPointerCopy((ItemPointer) DatumGetPointer(SPI_getbinval(t, desc, 11, &isnull)), &c->ctid);
 		claims[i] = c;
 	}
 	return (int) got;
@@ -246,11 +274,14 @@ aw_queue_next_due(const int64 *exclude, int nexclude, TimestampTz *due)
 		Oid			types[1] = {INT8ARRAYOID};
 
 		aw_plan_next_due = aw_prepare(
-									  "SELECT d.next_attempt_at FROM aloro_webhook.deliveries d "
-									  " WHERE d.status = 'pending' AND d.claimed_at IS NULL "
-									  "   AND d.next_attempt_at < 'infinity' "
-									  "   AND d.webhook_id <> ALL ($1) "
-									  " ORDER BY d.next_attempt_at LIMIT 1",
+									  "SELECT min(c.next_attempt_at) "
+									  "  FROM aloro_webhook.webhooks w "
+									  " CROSS JOIN LATERAL ("
+									  "   SELECT d.next_attempt_at FROM aloro_webhook.deliveries d "
+									  "    WHERE d.webhook_id = w.id AND d.status = 'pending' "
+									  "      AND d.claimed_at IS NULL AND d.next_attempt_at < 'infinity' "
+									  "    ORDER BY d.next_attempt_at LIMIT 1) c "
+									  " WHERE w.id <> ALL ($1)",
 									  1, types);
 	}
 	args[0] = aw_int8_array(exclude, nexclude);
@@ -264,7 +295,7 @@ aw_queue_next_due(const int64 *exclude, int nexclude, TimestampTz *due)
 
 /* builds the arrays for the record statement from results[0..n) */
 static void
-aw_record_args(AwResult **results, int n, Datum *args, char *nulls)
+aw_record_args(AwResult **results, int n, Datum *args)
 {
 	Datum	   *ids = palloc(sizeof(Datum) * n);
 	Datum	   *attempt = palloc(sizeof(Datum) * n);
@@ -280,6 +311,8 @@ aw_record_args(AwResult **results, int n, Datum *args, char *nulls)
 	Datum	   *next = palloc(sizeof(Datum) * n);
 	bool	   *next_null = palloc(sizeof(bool) * n);
 	Datum	   *record = palloc(sizeof(Datum) * n);
+	Datum	   *hooks = palloc(sizeof(Datum) * n);
+	Datum	   *tids = palloc(sizeof(Datum) * n);
 	int			dims[1] = {n};
 	int			lbs[1] = {1};
 
@@ -301,6 +334,8 @@ aw_record_args(AwResult **results, int n, Datum *args, char *nulls)
 		next[i] = TimestampTzGetDatum(r->next_attempt_at);
 		next_null[i] = r->next_attempt_at == 0;
 		record[i] = BoolGetDatum(r->record_attempt);
+		hooks[i] = Int64GetDatum(r->webhook_id);
+		tids[i] = PointerGetDatum(&r->ctid);
 	}
 #define AW_ARR(vals, nullsv, typ, len, byval, align) \
 	PointerGetDatum(construct_md_array(vals, nullsv, 1, dims, lbs, typ, len, byval, align))
@@ -314,50 +349,103 @@ aw_record_args(AwResult **results, int n, Datum *args, char *nulls)
 	args[7] = AW_ARR(status, NULL, TEXTOID, -1, false, TYPALIGN_INT);
 	args[8] = AW_ARR(next, next_null, TIMESTAMPTZOID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE);
 	args[9] = AW_ARR(record, NULL, BOOLOID, 1, true, TYPALIGN_CHAR);
+	args[10] = AW_ARR(hooks, NULL, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE);
+	args[11] = AW_ARR(tids, NULL, TIDOID, sizeof(ItemPointerData), false, TYPALIGN_SHORT);
 #undef AW_ARR
-	memset(nulls, ' ', 10);
 }
 
-/* one statement: the attempt rows, and each delivery's new state */
+/*
+ * The record statement: the attempt rows, and each delivery's new state.
+ * %s is how the deliveries are found: by the row versions we claimed
+ * (a TID scan, whatever the statistics say), or, for a row someone changed
+ * since, by id.
+ */
+#define AW_RECORD_SQL \
+	"WITH r AS (" \
+	"  SELECT * FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) " \
+	"    AS r(id, attempt, started_at, duration_ms, http_status, error, " \
+	"         response_body, new_status, next_attempt_at, record_attempt, webhook_id, claimed_ctid)), " \
+	"a AS (" \
+	"  INSERT INTO aloro_webhook.delivery_attempts " \
+	"         (delivery_id, attempt, started_at, duration_ms, http_status, error, response_body) " \
+	"  SELECT r.id, r.attempt, r.started_at, r.duration_ms, r.http_status, r.error, r.response_body " \
+	"    FROM r WHERE r.record_attempt " \
+	"  ON CONFLICT (delivery_id, attempt) DO NOTHING), " \
+	/* a retry is pointless once the webhook is deleted */ \
+	"s AS (" \
+	"  SELECT r.*, (r.new_status = 'pending' AND w.id IS NULL) AS orphaned " \
+	"    FROM r LEFT JOIN aloro_webhook.webhooks w ON w.id = r.webhook_id) " \
+	"UPDATE aloro_webhook.deliveries d " \
+	"   SET status = CASE WHEN s.orphaned THEN 'failed' ELSE s.new_status END, " \
+	"       attempts = CASE WHEN s.record_attempt THEN s.attempt ELSE d.attempts END, " \
+	"       next_attempt_at = CASE WHEN s.orphaned THEN NULL ELSE s.next_attempt_at END, " \
+	"       last_http_status = CASE WHEN s.record_attempt THEN s.http_status ELSE d.last_http_status END, " \
+	"       last_error = CASE WHEN s.orphaned " \
+	"                         THEN format('webhook %%s was deleted; last attempt: %%s', d.webhook_id, s.error) " \
+	"                         ELSE s.error END, " \
+	"       finished_at = CASE WHEN s.new_status = 'pending' AND NOT s.orphaned THEN NULL ELSE now() END, " \
+	"       claimed_at = NULL " \
+	"  FROM s WHERE %s AND d.id = s.id AND d.claimed_at IS NOT NULL " \
+	"RETURNING d.id"
+
+
+static SPIPlanPtr
+aw_record_plan(bool by_id)
+{
+	Oid			types[12] = {INT8ARRAYOID, INT4ARRAYOID, TIMESTAMPTZARRAYOID, INT4ARRAYOID,
+		INT4ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID,
+	TIMESTAMPTZARRAYOID, BOOLARRAYOID, INT8ARRAYOID, TIDARRAYOID};
+	SPIPlanPtr *plan = by_id ? &aw_plan_record_by_id : &aw_plan_record;
+
+	if (*plan == NULL)
+		*plan = aw_prepare(psprintf(AW_RECORD_SQL, by_id ? "true" : "d.ctid = ANY ($12)"),
+						   12, types);
+	return *plan;
+}
+
+static int
+aw_int64_cmp(const void *a, const void *b)
+{
+	int64		x = *(const int64 *) a;
+	int64		y = *(const int64 *) b;
+
+	return x < y ? -1 : (x > y ? 1 : 0);
+}
+
+/*
+ * Records results[0..n): by the claimed row versions, then, one by one and
+ * by id, whatever was not found that way.
+ */
 static void
 aw_record_batch(AwResult **results, int n)
 {
-	Datum		args[10];
-	char		nulls[10];
+	Datum		args[12];
+	int64	   *found;
+	uint64		nfound;
 
-	if (aw_plan_record == NULL)
-	{
-		Oid			types[10] = {INT8ARRAYOID, INT4ARRAYOID, TIMESTAMPTZARRAYOID, INT4ARRAYOID,
-			INT4ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID,
-		TIMESTAMPTZARRAYOID, BOOLARRAYOID};
-
-		aw_plan_record = aw_prepare(
-									"WITH r AS ("
-									"  SELECT * FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) "
-									"    AS r(id, attempt, started_at, duration_ms, http_status, error, "
-									"         response_body, new_status, next_attempt_at, record_attempt)), "
-									"a AS ("
-									"  INSERT INTO aloro_webhook.delivery_attempts "
-									"         (delivery_id, attempt, started_at, duration_ms, http_status, "
-									"          error, response_body) "
-									"  SELECT r.id, r.attempt, r.started_at, r.duration_ms, r.http_status, "
-									"         r.error, r.response_body "
-									"    FROM r WHERE r.record_attempt "
-									"  ON CONFLICT (delivery_id, attempt) DO NOTHING) "
-									"UPDATE aloro_webhook.deliveries d "
-									"   SET status = r.new_status, "
-									"       attempts = CASE WHEN r.record_attempt THEN r.attempt ELSE d.attempts END, "
-									"       next_attempt_at = r.next_attempt_at, "
-									"       last_http_status = CASE WHEN r.record_attempt THEN r.http_status ELSE d.last_http_status END, "
-									"       last_error = r.error, "
-									"       finished_at = CASE WHEN r.new_status = 'pending' THEN NULL ELSE now() END, "
-									"       claimed_at = NULL "
-									"  FROM r WHERE d.id = r.id AND d.claimed_at IS NOT NULL",
-									10, types);
-	}
-	aw_record_args(results, n, args, nulls);
-	if (SPI_execute_plan(aw_plan_record, args, nulls, false, 0) != SPI_OK_UPDATE)
+	aw_record_args(results, n, args);
+	if (SPI_execute_plan(aw_record_plan(false), args, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
 		elog(ERROR, "could not record delivery attempts");
+	nfound = SPI_processed;
+	if (nfound == (uint64) n)
+		return;
+
+	found = palloc(sizeof(int64) * Max(nfound, 1));
+	for (uint64 i = 0; i < nfound; i++)
+	{
+		bool		isnull;
+
+		found[i] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
+	}
+	qsort(found, nfound, sizeof(int64), aw_int64_cmp);
+	for (int i = 0; i < n; i++)
+	{
+		if (bsearch(&results[i]->id, found, nfound, sizeof(int64), aw_int64_cmp) != NULL)
+			continue;
+		aw_record_args(&results[i], 1, args);
+		if (SPI_execute_plan(aw_record_plan(true), args, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
+			elog(ERROR, "could not record delivery attempts");
+	}
 }
 
 /* forgets the saved record plan, in case it is what failed */
@@ -368,6 +456,11 @@ aw_forget_record_plan(void)
 	{
 		SPI_freeplan(aw_plan_record);
 		aw_plan_record = NULL;
+	}
+	if (aw_plan_record_by_id != NULL)
+	{
+		SPI_freeplan(aw_plan_record_by_id);
+		aw_plan_record_by_id = NULL;
 	}
 }
 

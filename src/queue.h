@@ -11,12 +11,14 @@
 
 #include "aloro_webhook.h"
 
+#include "storage/itemptr.h"
 #include "utils/memutils.h"
 
 /* a claimed delivery, with what sending it needs; lives in its own context */
 typedef struct AwClaim
 {
 	MemoryContext cxt;			/* everything of this request; deleted when done */
+	ItemPointerData ctid;		/* the row version we claimed */
 	int64		id;
 	int64		webhook_id;
 	char	   *body;
@@ -33,6 +35,8 @@ typedef struct AwClaim
 typedef struct AwResult
 {
 	int64		id;
+	int64		webhook_id;
+	ItemPointerData ctid;		/* the claimed row version, to update it without a search */
 	int			attempt;		/* 1-based number of this attempt */
 	bool		record_attempt; /* false: resolved without an HTTP attempt */
 	TimestampTz started_at;
@@ -48,8 +52,9 @@ extern Oid	aw_queue_extension_oid(void);
 extern void aw_queue_forget_plans(void);
 extern uint64 aw_queue_release_claims(void);
 extern int	aw_queue_candidates(int limit, const int64 *exclude, int nexclude,
-								int64 *ids, int64 *webhooks);
-extern int	aw_queue_claim(const int64 *ids, int n, MemoryContext cxt, AwClaim **claims);
+								ItemPointerData *tids, int64 *webhooks);
+extern int	aw_queue_claim(const ItemPointerData *tids, int n, MemoryContext cxt,
+						   AwClaim **claims);
 extern void aw_queue_park(const int64 *ids, int n);
 extern bool aw_queue_next_due(const int64 *exclude, int nexclude, TimestampTz *due);
 extern void aw_queue_record(AwResult **results, int n);

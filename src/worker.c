@@ -175,9 +175,11 @@ aw_resolve_orphan(AwClaim *c)
 	AwResult   *r = palloc0(sizeof(AwResult));
 
 	r->id = c->id;
+	r->webhook_id = c->webhook_id;
+	r->ctid = c->ctid;
 	r->attempt = c->attempts;
 	r->record_attempt = false;
-	r->error = psprintf("webhook " INT64_FORMAT " no longer exists", c->webhook_id);
+	r->error = psprintf("webhook " INT64_FORMAT " was deleted", c->webhook_id);
 	r->new_status = "failed";
 	MemoryContextSwitchTo(old);
 	aw_done[aw_ndone] = r;
@@ -202,10 +204,11 @@ aw_claim_due(void)
 		int64	   *exclude;
 		int			nexclude = aw_saturated(&exclude);
 		int			limit = Min(free_slots, Min(aw_batch_size, aw_max_in_flight_per_webhook));
-		int64	   *ids = palloc(sizeof(int64) * limit);
+		ItemPointerData *tids = palloc(sizeof(ItemPointerData) * limit);
 		int64	   *hooks = palloc(sizeof(int64) * limit);
-		int64	   *take = palloc(sizeof(int64) * limit);
+		ItemPointerData *take = palloc(sizeof(ItemPointerData) * limit);
 		int64	   *take_hooks = palloc(sizeof(int64) * limit);
+		int		   *taken_per_hook = palloc0(sizeof(int) * limit);
 		int64	   *park = palloc(sizeof(int64) * limit);
 		AwClaim   **claims = palloc(sizeof(AwClaim *) * limit);
 		int			n;
@@ -213,7 +216,7 @@ aw_claim_due(void)
 		int			nclaims;
 		int			npark = 0;
 
-		n = aw_queue_candidates(limit, exclude, nexclude, ids, hooks);
+		n = aw_queue_candidates(limit, exclude, nexclude, tids, hooks);
 		more_due = (n == limit);
 		/* take each candidate while its webhook has a free slot */
 		for (int i = 0; i < n; i++)
@@ -223,22 +226,26 @@ aw_claim_due(void)
 			if (s->in_flight >= aw_max_in_flight_per_webhook)
 				continue;
 			s->in_flight++;
-			take[ntake] = ids[i];
+			take[ntake] = tids[i];
 			take_hooks[ntake++] = hooks[i];
 		}
 		if (ntake == 0)
 			continue;
 
 		nclaims = aw_queue_claim(take, ntake, aw_request_cxt, claims);
-		/* give back the slots of rows that changed under us */
-		for (int i = 0; i < ntake; i++)
+		if (nclaims < ntake)
 		{
-			bool		got = false;
-
-			for (int j = 0; j < nclaims && !got; j++)
-				got = claims[j]->id == take[i];
-			if (!got)
-				aw_slot_release(take_hooks[i]);
+			/* give back the slots of rows that changed under us */
+			for (int j = 0; j < nclaims; j++)
+				for (int i = 0; i < ntake; i++)
+					if (take_hooks[i] == claims[j]->webhook_id && taken_per_hook[i] == 0)
+					{
+						taken_per_hook[i] = 1;
+						break;
+					}
+			for (int i = 0; i < ntake; i++)
+				if (taken_per_hook[i] == 0)
+					aw_slot_release(take_hooks[i]);
 		}
 		for (int j = 0; j < nclaims; j++)
 		{

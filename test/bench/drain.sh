@@ -47,6 +47,7 @@ t2=$(date +%s%N)
 ok=$(psql_ "SELECT count(*) FROM aloro_webhook.deliveries WHERE status = 'succeeded'")
 wpid=$(psql_ "SELECT pid FROM pg_stat_activity WHERE backend_type = 'aloro_webhook worker'")
 rss=$(awk '/^VmRSS/ {print $2}' "/proc/$wpid/status")
+anon=$(awk '/^RssAnon/ {print $2}' "/proc/$wpid/status")
 enq_ms=$(( (t1 - t0) / 1000000 )); drain_ms=$(( (t2 - t1) / 1000000 ))
 echo "deliveries: $n queued in ${enq_ms} ms, $ok succeeded in ${drain_ms} ms after commit"
-echo "drain rate: $(( n * 1000 / (drain_ms > 0 ? drain_ms : 1) )) deliveries/s; worker RSS ${rss} kB"
+echo "drain rate: $(( n * 1000 / (drain_ms > 0 ? drain_ms : 1) )) deliveries/s; worker RSS ${rss} kB, of it private (RssAnon) ${anon} kB; the rest is shared buffers it touched"
