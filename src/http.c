@@ -54,6 +54,7 @@ typedef struct AwRequest
 static CURLM *aw_multi = NULL;
 static int	aw_epfd = -1;
 static long aw_timer_ms = -1;	/* libcurl's timer, -1 when none */
+static bool aw_msgs_waiting = false;	/* finished requests not yet collected */
 static instr_time aw_timer_set;
 static dlist_head aw_in_flight = DLIST_STATIC_INIT(aw_in_flight);
 static int	aw_n_in_flight = 0;
@@ -245,6 +246,8 @@ aw_http_timeout_ms(void)
 	instr_time	now;
 	long		elapsed;
 
+	if (aw_msgs_waiting)
+		return 0;
 	if (aw_timer_ms < 0)
 		return -1;
 	INSTR_TIME_SET_CURRENT(now);
@@ -555,6 +558,7 @@ aw_http_drive(AwResult **done, AwClaim **done_claims, int max)
 		curl_multi_socket_action(aw_multi, CURL_SOCKET_TIMEOUT, 0, &running);
 	}
 
+	left = 0;
 	while (ndone < max && (msg = curl_multi_info_read(aw_multi, &left)) != NULL)
 	{
 		AwRequest  *req;
@@ -567,6 +571,8 @@ aw_http_drive(AwResult **done, AwClaim **done_claims, int max)
 		done[ndone] = &req->result;
 		done_claims[ndone++] = req->claim;
 	}
+	/* more finished than fit in this batch: come back without sleeping */
+	aw_msgs_waiting = left > 0;
 	return ndone;
 }
 
