@@ -65,6 +65,41 @@ CREATE TABLE aloro_webhook.webhooks (
 COMMENT ON TABLE aloro_webhook.webhooks IS
 	'Webhook endpoints; one delivery is queued per matching enabled webhook when a call ends.';
 
+-- A NOT NULL violation would print the whole row, secret included, in the
+-- error and the server log ("Failing row contains ..."): refuse such rows
+-- first, naming only the column.
+CREATE FUNCTION aloro_webhook._webhook_not_null()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF NEW.url IS NULL THEN
+		RAISE EXCEPTION 'webhook url must not be NULL'
+			USING ERRCODE = 'not_null_violation', COLUMN = 'url',
+				  HINT = 'A webhook URL looks like https://example.com/webhooks/aloro.';
+	ELSIF NEW.completed_only IS NULL THEN
+		RAISE EXCEPTION 'webhook completed_only must not be NULL'
+			USING ERRCODE = 'not_null_violation', COLUMN = 'completed_only';
+	ELSIF NEW.include_recording IS NULL THEN
+		RAISE EXCEPTION 'webhook include_recording must not be NULL'
+			USING ERRCODE = 'not_null_violation', COLUMN = 'include_recording';
+	ELSIF NEW.enabled IS NULL THEN
+		RAISE EXCEPTION 'webhook enabled must not be NULL'
+			USING ERRCODE = 'not_null_violation', COLUMN = 'enabled';
+	ELSIF NEW.created_at IS NULL THEN
+		RAISE EXCEPTION 'webhook created_at must not be NULL'
+			USING ERRCODE = 'not_null_violation', COLUMN = 'created_at';
+	END IF;
+	RETURN NEW;
+END
+$$;
+
+CREATE TRIGGER aloro_webhook_not_null
+	BEFORE INSERT OR UPDATE ON aloro_webhook.webhooks
+	FOR EACH ROW
+	EXECUTE FUNCTION aloro_webhook._webhook_not_null();
+
 ------------------------------------------------------------------------------
 -- The default calls table
 ------------------------------------------------------------------------------
