@@ -190,7 +190,7 @@ CREATE TABLE aloro_webhook.delivery_attempts (
 	delivery_id			bigint NOT NULL,
 	attempt				integer NOT NULL CHECK (attempt >= 1),
 	started_at			timestamptz NOT NULL,
-	duration_ms			integer NOT NULL,
+	duration_ms			integer,		-- NULL for an attempt cut off by a worker stop
 	http_status			integer,
 	error				text,
 	response_body		text,
@@ -219,17 +219,48 @@ AS 'MODULE_PATHNAME', 'aloro_webhook_call_ended'
 LANGUAGE C SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp;
 
+-- A call row that goes away takes its "ended" mark with it: a call inserted
+-- again under that id, after DELETE or TRUNCATE, ends anew.  A call whose id
+-- changes keeps having ended under the new id.
+CREATE FUNCTION aloro_webhook._call_forgotten()
+RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF TG_OP = 'TRUNCATE' THEN
+		-- the table itself, or (partitioned) any of its partitions
+		DELETE FROM aloro_webhook.ended_calls e
+		 WHERE e.source = TG_RELID
+			OR e.source IN (SELECT t.relid FROM pg_partition_tree(TG_RELID) t);
+	ELSIF TG_OP = 'DELETE' THEN
+		DELETE FROM aloro_webhook.ended_calls e WHERE e.call_id = OLD.id::text;
+	ELSIF OLD.id IS DISTINCT FROM NEW.id THEN
+		WITH gone AS (
+			DELETE FROM aloro_webhook.ended_calls e
+			 WHERE e.call_id = OLD.id::text
+			RETURNING e.source, e.ended_at)
+		INSERT INTO aloro_webhook.ended_calls (call_id, source, ended_at)
+		SELECT NEW.id::text, gone.source, gone.ended_at FROM gone
+		ON CONFLICT (call_id) DO NOTHING;
+	END IF;
+	RETURN NULL;
+END
+$$;
+
 -- Statement trigger: wake the worker when the transaction commits.
 CREATE FUNCTION aloro_webhook._wake_at_commit()
 RETURNS trigger
 AS 'MODULE_PATHNAME', 'aloro_webhook_wake_at_commit'
 LANGUAGE C;
 
--- The body of a call.ended delivery for one row of a watched table.
-CREATE FUNCTION aloro_webhook._payload(call record, include_recording boolean)
+-- The body of a call.ended delivery for one row of a watched table;
+-- queued_at stands in for a NULL ended_at (now() when NULL).
+CREATE FUNCTION aloro_webhook._payload(call record, include_recording boolean DEFAULT true,
+									   queued_at timestamptz DEFAULT NULL)
 RETURNS text
 AS 'MODULE_PATHNAME', 'aloro_webhook_payload'
-LANGUAGE C STABLE STRICT;
+LANGUAGE C STABLE;
 
 -- Delay before attempt n (1-based) under the current retry_schedule; NULL
 -- past the last attempt.
@@ -248,6 +279,16 @@ CREATE TRIGGER aloro_webhook_call_ended
 	FOR EACH ROW
 	WHEN (NEW.status IN ('completed', 'missed', 'busy', 'voicemail', 'failed'))
 	EXECUTE FUNCTION aloro_webhook._call_ended();
+
+CREATE TRIGGER aloro_webhook_call_forgotten
+	AFTER DELETE OR UPDATE OF id ON aloro_webhook.calls
+	FOR EACH ROW
+	EXECUTE FUNCTION aloro_webhook._call_forgotten();
+
+CREATE TRIGGER aloro_webhook_calls_truncated
+	AFTER TRUNCATE ON aloro_webhook.calls
+	FOR EACH STATEMENT
+	EXECUTE FUNCTION aloro_webhook._call_forgotten();
 
 CREATE TRIGGER aloro_webhook_wake
 	AFTER INSERT OR UPDATE ON aloro_webhook.deliveries
@@ -465,10 +506,12 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
 	EXECUTE format('DROP TRIGGER IF EXISTS aloro_webhook_call_ended ON %s', calls);
+	EXECUTE format('DROP TRIGGER IF EXISTS aloro_webhook_call_forgotten ON %s', calls);
+	EXECUTE format('DROP TRIGGER IF EXISTS aloro_webhook_calls_truncated ON %s', calls);
 END
 $$;
 COMMENT ON FUNCTION aloro_webhook.unwatch(regclass) IS
-	'removes the call-ended trigger that watch() attached';
+	'removes the triggers that watch() attached';
 
 CREATE FUNCTION aloro_webhook.call_payload(call_id text, include_recording boolean DEFAULT true)
 RETURNS text
@@ -491,7 +534,10 @@ BEGIN
 		   AND t.tgfoid = 'aloro_webhook._call_ended()'::regprocedure
 		 ORDER BY t.tgrelid <> 'aloro_webhook.calls'::regclass, t.tgrelid
 	LOOP
-		EXECUTE format('SELECT aloro_webhook._payload(c, $2) FROM %s c WHERE c.id::text = $1',
+		-- an ended call's body carries the time it ended (as queued), not now
+		EXECUTE format('SELECT aloro_webhook._payload(c, $2, '
+					   '(SELECT e.ended_at FROM aloro_webhook.ended_calls e WHERE e.call_id = $1)) '
+					   'FROM %s c WHERE c.id::text = $1',
 					   v_rel)
 		   INTO v_body
 		  USING call_payload.call_id, coalesce(call_payload.include_recording, true);
@@ -537,4 +583,16 @@ GRANT SELECT (id, name, url, completed_only, include_recording, enabled, assista
 			  campaign_id, created_at)
 	ON aloro_webhook.webhooks TO aloro_webhook_reader;
 GRANT EXECUTE ON FUNCTION aloro_webhook.call_payload(text, boolean) TO aloro_webhook_reader;
-GRANT EXECUTE ON FUNCTION aloro_webhook._payload(record, boolean) TO aloro_webhook_reader;
+GRANT EXECUTE ON FUNCTION aloro_webhook._payload(record, boolean, timestamptz) TO aloro_webhook_reader;
+
+-- Installed where the worker does not run?  Say so: nothing queued here would be sent.
+DO $$
+BEGIN
+	IF current_setting('aloro_webhook.database_name', true) IS DISTINCT FROM current_database() THEN
+		RAISE WARNING 'aloro_webhook is installed in database "%", but its worker runs in database "%"',
+			current_database(), current_setting('aloro_webhook.database_name', true)
+			USING HINT = format('Deliveries queued in this database are not sent until aloro_webhook.database_name = %L and the server is restarted.',
+								current_database());
+	END IF;
+END
+$$;

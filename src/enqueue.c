@@ -266,10 +266,16 @@ aloro_webhook_watch(PG_FUNCTION_ARGS)
 						 "CREATE TRIGGER aloro_webhook_call_ended "
 						 "AFTER INSERT OR UPDATE ON %s FOR EACH ROW "
 						 "WHEN (NEW.status::text IN (" AW_TERMINAL_LIST ")) "
-						 "EXECUTE FUNCTION aloro_webhook._call_ended()",
-						 name);
+						 "EXECUTE FUNCTION aloro_webhook._call_ended(); "
+						 "CREATE TRIGGER aloro_webhook_call_forgotten "
+						 "AFTER DELETE OR UPDATE OF id ON %s FOR EACH ROW "
+						 "EXECUTE FUNCTION aloro_webhook._call_forgotten(); "
+						 "CREATE TRIGGER aloro_webhook_calls_truncated "
+						 "AFTER TRUNCATE ON %s FOR EACH STATEMENT "
+						 "EXECUTE FUNCTION aloro_webhook._call_forgotten()",
+						 name, name, name);
 		if (SPI_execute(sql.data, false, 0) != SPI_OK_UTILITY)
-			elog(ERROR, "could not create the trigger on %s", name);
+			elog(ERROR, "could not create the triggers on %s", name);
 	}
 	SPI_finish();
 	PG_RETURN_VOID();

@@ -56,7 +56,8 @@ aw_put_number(AwObject *obj, const char *key, AwRow *row, const char *column)
 {
 	double		value;
 
-	if (!aw_row_double(row, column, &value))
+	/* NaN and infinities have no JSON form: left out, like NULL */
+	if (!aw_row_double(row, column, &value) || isnan(value) || isinf(value))
 		return;
 	aw_key(obj, key);
 	aw_json_double(obj->out, value);
@@ -111,7 +112,7 @@ aw_section_call(AwRow *row, StringInfo buf)
 	aw_put_text(&obj, "phone", row, "phone");
 	aw_put_text(&obj, "direction", row, "direction");
 	aw_put_text(&obj, "status", row, "status");
-	if (aw_row_double(row, "duration", &duration))
+	if (aw_row_double(row, "duration", &duration) && !isnan(duration) && !isinf(duration))
 	{
 		aw_key(&obj, "duration");
 		aw_json_double(buf, duration);
@@ -366,16 +367,24 @@ aw_build_test_payload(int64 delivery_id, TimestampTz at)
 
 PG_FUNCTION_INFO_V1(aloro_webhook_payload);
 
-/* _payload(call record, include_recording): the body for one row. */
+/*
+ * _payload(call record, include_recording, queued_at): the body for one
+ * row; queued_at (now() when NULL) stands in for a NULL ended_at.
+ */
 Datum
 aloro_webhook_payload(PG_FUNCTION_ARGS)
 {
-	HeapTupleHeader rec = PG_GETARG_HEAPTUPLEHEADER(0);
-	bool		include_recording = PG_GETARG_BOOL(1);
+	HeapTupleHeader rec;
+	bool		include_recording = PG_ARGISNULL(1) ? true : PG_GETARG_BOOL(1);
+	TimestampTz queued_at = PG_ARGISNULL(2) ? GetCurrentTransactionStartTimestamp() :
+		PG_GETARG_TIMESTAMPTZ(2);
 	HeapTupleData tuple;
 	AwRow		row;
 	char	   *body;
 
+	if (PG_ARGISNULL(0))
+		PG_RETURN_NULL();
+	rec = PG_GETARG_HEAPTUPLEHEADER(0);
 	row.tupdesc = lookup_rowtype_tupdesc(HeapTupleHeaderGetTypeId(rec),
 										 HeapTupleHeaderGetTypMod(rec));
 	tuple.t_len = HeapTupleHeaderGetDatumLength(rec);
@@ -384,7 +393,7 @@ aloro_webhook_payload(PG_FUNCTION_ARGS)
 	tuple.t_data = rec;
 	row.tuple = &tuple;
 
-	body = aw_build_payload(&row, include_recording, GetCurrentTransactionStartTimestamp());
+	body = aw_build_payload(&row, include_recording, queued_at);
 	ReleaseTupleDesc(row.tupdesc);
 	PG_RETURN_TEXT_P(cstring_to_text(body));
 }

@@ -28,6 +28,9 @@
 
 #include "queue.h"
 
+#define AW_INTERRUPTED_SQL \
+	"'interrupted: the worker stopped (crash, kill or shutdown) before the response was recorded; it is sent again'"
+
 static SPIPlanPtr aw_plan_candidates = NULL;
 static SPIPlanPtr aw_plan_claim = NULL;
 static SPIPlanPtr aw_plan_next_due = NULL;
@@ -68,12 +71,30 @@ aw_queue_forget_plans(void)
 		}
 }
 
-/* At start-up: whatever was in flight before is due again.  Returns how many. */
+/*
+ * aw_queue_release_claims
+ *		At start-up and at shutdown: whatever was in flight is due again at
+ *		once.  The cut-off attempt goes into the history (it may or may not
+ *		have reached the receiver), without using up the attempt budget: it is
+ *		retried as the same step of the schedule.  Returns how many.
+ */
 uint64
 aw_queue_release_claims(void)
 {
-	if (SPI_execute("UPDATE aloro_webhook.deliveries SET claimed_at = NULL "
-					"WHERE claimed_at IS NOT NULL", false, 0) != SPI_OK_UPDATE)
+	if (SPI_execute("WITH c AS ("
+					"  SELECT d.id, d.claimed_at FROM aloro_webhook.deliveries d "
+					"   WHERE d.claimed_at IS NOT NULL FOR UPDATE), "
+					"u AS ("
+					"  UPDATE aloro_webhook.deliveries d "
+					"     SET claimed_at = NULL, next_attempt_at = now(), "
+					"         attempts = d.attempts + 1, budget_start = d.budget_start + 1, "
+					"         last_http_status = NULL, last_error = " AW_INTERRUPTED_SQL " "
+					"    FROM c WHERE d.id = c.id "
+					"  RETURNING d.id, d.attempts, c.claimed_at) "
+					"INSERT INTO aloro_webhook.delivery_attempts "
+					"       (delivery_id, attempt, started_at, duration_ms, http_status, error) "
+					"SELECT u.id, u.attempts, u.claimed_at, NULL, NULL, " AW_INTERRUPTED_SQL " FROM u "
+					"ON CONFLICT (delivery_id, attempt) DO NOTHING", false, 0) != SPI_OK_INSERT)
 		elog(ERROR, "could not release claimed deliveries");
 	return SPI_processed;
 }

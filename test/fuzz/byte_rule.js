@@ -475,10 +475,13 @@ const has = (o, k) => Object.prototype.hasOwnProperty.call(o, k);
 // What JSON can carry of a value: Infinity and NaN become null, -0 becomes 0.
 const norm = (v) => (v === undefined ? undefined : JSON.parse(JSON.stringify(v)));
 
+// A numeric column's value in the body: NaN and values beyond double range
+// have no JSON form, so the key is left out, as for NULL.
 function numericToJs(text) {
   if (text === null) return undefined;
-  if (text === 'NaN' || text === 'Infinity' || text === '-Infinity') return null;
-  return norm(Number(text));
+  const n = Number(text);
+  if (!Number.isFinite(n)) return undefined;
+  return norm(n);
 }
 
 function clock(seconds) {
