@@ -154,7 +154,7 @@ CREATE TABLE aloro_webhook.deliveries (
 	body				text NOT NULL,
 	status				text NOT NULL DEFAULT 'pending'
 		CHECK (status IN ('pending', 'succeeded', 'failed')),
-	attempts			integer NOT NULL DEFAULT 0 CHECK (attempts >= 0),
+	attempts			integer NOT NULL DEFAULT 0 CHECK (attempts >= 0 AND attempts < 1000000),
 	next_attempt_at		timestamptz DEFAULT now(),
 	last_http_status	integer,
 	last_error			text,
@@ -166,7 +166,8 @@ CREATE TABLE aloro_webhook.deliveries (
 	-- set while the worker has the delivery in flight; cleared when the
 	-- attempt is recorded, and released by the worker at start-up
 	claimed_at			timestamptz,
-	CONSTRAINT deliveries_pending_due CHECK (status <> 'pending' OR next_attempt_at IS NOT NULL)
+	CONSTRAINT deliveries_pending_due CHECK (status <> 'pending' OR next_attempt_at IS NOT NULL),
+	CONSTRAINT deliveries_budget CHECK (budget_start >= 0 AND budget_start <= attempts)
 );
 COMMENT ON TABLE aloro_webhook.deliveries IS
 	'One row per (webhook, call, event) and per test request: the exact body sent and where it stands.';
@@ -295,22 +296,12 @@ CREATE TRIGGER aloro_webhook_wake
 	FOR EACH STATEMENT
 	EXECUTE FUNCTION aloro_webhook._wake_at_commit();
 
--- Deliveries of a disabled webhook are held, not dropped: the worker parks
--- them at next_attempt_at = 'infinity', and re-enabling makes them due.
-CREATE FUNCTION aloro_webhook._webhook_enabled()
-RETURNS trigger
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-	UPDATE aloro_webhook.deliveries d
-	   SET next_attempt_at = now()
-	 WHERE d.webhook_id = NEW.id
-	   AND d.status = 'pending'
-	   AND d.next_attempt_at = 'infinity';
-	RETURN NULL;
-END
-$$;
+-- Deliveries of a disabled webhook are held, not dropped: the worker does
+-- not claim them.  Enabling it again wakes the worker, and they are due.
+CREATE TRIGGER aloro_webhook_wake
+	AFTER UPDATE OF enabled ON aloro_webhook.webhooks
+	FOR EACH STATEMENT
+	EXECUTE FUNCTION aloro_webhook._wake_at_commit();
 
 -- Deleting a webhook resolves its waiting deliveries: nothing can send them.
 -- (One in flight is resolved when its attempt is recorded.)
@@ -337,11 +328,6 @@ CREATE TRIGGER aloro_webhook_deleted
 	FOR EACH ROW
 	EXECUTE FUNCTION aloro_webhook._webhook_deleted();
 
-CREATE TRIGGER aloro_webhook_enabled
-	AFTER UPDATE OF enabled ON aloro_webhook.webhooks
-	FOR EACH ROW
-	WHEN (NEW.enabled AND NOT OLD.enabled)
-	EXECUTE FUNCTION aloro_webhook._webhook_enabled();
 
 ------------------------------------------------------------------------------
 -- Public functions
@@ -429,6 +415,13 @@ BEGIN
 	IF NOT FOUND THEN
 		RAISE EXCEPTION 'delivery % does not exist', delivery_id
 			USING ERRCODE = 'no_data_found';
+	END IF;
+	IF NOT EXISTS (SELECT 1 FROM aloro_webhook.deliveries d
+					 JOIN aloro_webhook.webhooks w ON w.id = d.webhook_id
+					WHERE d.id = redeliver.delivery_id) THEN
+		RAISE EXCEPTION 'the webhook of delivery % was deleted', delivery_id
+			USING ERRCODE = 'object_not_in_prerequisite_state',
+				  HINT = 'A delivery can only be sent to the webhook it was queued for.';
 	END IF;
 	IF v_status = 'pending' THEN
 		RAISE EXCEPTION 'delivery % is still pending', delivery_id

@@ -41,9 +41,13 @@ typedef struct AwRequest
 	AwResult	result;
 	CURL	   *easy;
 	struct curl_slist *headers;
-	StringInfoData response;
+	char	   *response;		/* response_body_limit bytes, allocated up front */
+	size_t		response_len;
+	size_t		response_cap;
 	size_t		discarded;
 	bool		cut_short;		/* we stopped reading a long response */
+	bool		in_final;		/* the status line seen last is a final one (>= 200) */
+	bool		headers_done;	/* the final response's headers ended (blank line) */
 	bool		add_failed;		/* libcurl would not take the request */
 	char		errbuf[CURL_ERROR_SIZE];
 	char		blocked[256];	/* why the address policy refused, if it did */
@@ -63,6 +67,19 @@ static int	aw_fd_cap = 0;
 /* cached connections were made under an older address policy or CA file */
 static bool aw_connections_stale = false;
 
+/*
+ * The sockets libcurl opened through us, and which of them sit idle in its
+ * connection cache.  libcurl 7.88 reuses an idle connection that has unread
+ * bytes waiting (a stray response, say), and would take those bytes as the
+ * answer to the next request; so we watch idle connections, and one that
+ * turns readable while idle is emptied and shut down, which libcurl then
+ * sees as dead.
+ */
+#define AW_SOCK_OURS 1
+#define AW_SOCK_IDLE 2
+static uint8 *aw_sock_state = NULL;
+static int	aw_sock_state_size = 0;
+
 /* spare easy handles, kept so that their DNS and TLS state is reused */
 static CURL **aw_pool = NULL;
 static int	aw_pool_n = 0;
@@ -74,20 +91,33 @@ aw_socket_cb(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
 {
 	struct epoll_event ev;
 
-	if (what == CURL_POLL_REMOVE)
-	{
-		epoll_ctl(aw_epfd, EPOLL_CTL_DEL, s, NULL);
-		return 0;
-	}
+	bool		ours = s >= 0 && s < aw_sock_state_size && aw_sock_state[s] != 0;
+
 	memset(&ev, 0, sizeof(ev));
 	ev.data.fd = s;
-	if (what & CURL_POLL_IN)
-		ev.events |= EPOLLIN;
-	if (what & CURL_POLL_OUT)
-		ev.events |= EPOLLOUT;
+	if (what == CURL_POLL_REMOVE)
+	{
+		if (!ours)
+		{
+			epoll_ctl(aw_epfd, EPOLL_CTL_DEL, s, NULL);
+			return 0;
+		}
+		/* kept alive in the cache: watch it for anything arriving unasked */
+		aw_sock_state[s] = AW_SOCK_IDLE;
+		ev.events = EPOLLIN | EPOLLRDHUP;
+	}
+	else
+	{
+		if (ours)
+			aw_sock_state[s] = AW_SOCK_OURS;
+		if (what & CURL_POLL_IN)
+			ev.events |= EPOLLIN;
+		if (what & CURL_POLL_OUT)
+			ev.events |= EPOLLOUT;
+	}
 	if (epoll_ctl(aw_epfd, EPOLL_CTL_MOD, s, &ev) != 0 &&
 		epoll_ctl(aw_epfd, EPOLL_CTL_ADD, s, &ev) != 0)
-		elog(WARNING, "aloro_webhook could not watch socket %d: %m", (int) s);
+		return -1;				/* libcurl fails that transfer */
 	return 0;
 }
 
@@ -100,18 +130,24 @@ aw_timer_cb(CURLM *multi, long timeout_ms, void *userp)
 	return 0;
 }
 
-/* keeps the first response_body_limit bytes; hangs up on a flood */
+/*
+ * Keeps the first response_body_limit bytes; hangs up on a flood.  Like
+ * every libcurl callback here it cannot raise an error: it only copies into
+ * a buffer allocated before the request started.
+ */
 static size_t
 aw_write_cb(char *data, size_t size, size_t nmemb, void *userp)
 {
 	AwRequest  *req = (AwRequest *) userp;
 	size_t		len = size * nmemb;
-	size_t		room = aw_response_body_limit > req->response.len ?
-		(size_t) (aw_response_body_limit - req->response.len) : 0;
+	size_t		room = req->response_cap - req->response_len;
 	size_t		keep = Min(len, room);
 
 	if (keep > 0)
-		appendBinaryStringInfo(&req->response, data, keep);
+	{
+		memcpy(req->response + req->response_len, data, keep);
+		req->response_len += keep;
+	}
 	req->discarded += len - keep;
 	if (req->discarded > AW_DISCARD_LIMIT)
 	{
@@ -127,9 +163,67 @@ aw_open_socket_cb(void *clientp, curlsocktype purpose, struct curl_sockaddr *add
 {
 	AwRequest  *req = (AwRequest *) clientp;
 
+	curl_socket_t s;
+
 	if (!aw_address_allowed(&address->addr, req->blocked, sizeof(req->blocked)))
 		return CURL_SOCKET_BAD;
-	return socket(address->family, address->socktype, address->protocol);
+	s = socket(address->family, address->socktype, address->protocol);
+	if (s >= 0 && s < aw_sock_state_size)
+		aw_sock_state[s] = AW_SOCK_OURS;
+	return s;
+}
+
+/* libcurl is done with a socket it opened through aw_open_socket_cb */
+static int
+aw_close_socket_cb(void *clientp, curl_socket_t s)
+{
+	if (s >= 0 && s < aw_sock_state_size && aw_sock_state[s] != 0)
+	{
+		aw_sock_state[s] = 0;
+		epoll_ctl(aw_epfd, EPOLL_CTL_DEL, s, NULL);
+	}
+	return close(s);
+}
+
+/* an idle kept-alive connection became readable: retire it */
+static void
+aw_retire_idle(int s)
+{
+	char		sink[4096];
+
+	/* empty it, so that libcurl's liveness check sees the end, not data */
+	while (recv(s, sink, sizeof(sink), MSG_DONTWAIT) > 0)
+		;
+	shutdown(s, SHUT_RDWR);
+	epoll_ctl(aw_epfd, EPOLL_CTL_DEL, s, NULL);
+	aw_sock_state[s] = AW_SOCK_OURS;
+}
+
+/* records where the final response's headers end */
+static size_t
+aw_header_cb(char *buf, size_t size, size_t nitems, void *userp)
+{
+	AwRequest  *req = (AwRequest *) userp;
+	size_t		len = size * nitems;
+
+	if (len >= 5 && memcmp(buf, "HTTP/", 5) == 0)
+	{
+		/* a status line: "HTTP/1.1 200 OK", "HTTP/2 204" */
+		const char *sp = memchr(buf, ' ', len);
+		int			code = 0;
+
+		if (sp != NULL)
+			for (const char *p = sp + 1; p < buf + len && *p >= '0' && *p <= '9'; p++)
+				code = code * 10 + (*p - '0');
+		req->in_final = code >= 200;
+		req->headers_done = false;
+	}
+	else if ((len == 2 && buf[0] == '\r' && buf[1] == '\n') || (len == 1 && buf[0] == '\n'))
+	{
+		if (req->in_final)
+			req->headers_done = true;
+	}
+	return len;
 }
 
 /* how many requests the open-file limit allows in flight */
@@ -179,17 +273,6 @@ aw_new_multi(void)
 	aw_timer_ms = -1;
 }
 
-/* replaces the multi handle (and so closes its cached connections) if it is idle and stale */
-static void
-aw_refresh_if_idle(void)
-{
-	if (!aw_connections_stale || aw_n_in_flight > 0)
-		return;
-	curl_multi_cleanup(aw_multi);
-	aw_new_multi();
-	aw_connections_stale = false;
-}
-
 /* Sets up libcurl, the multi handle and the epoll set. */
 void
 aw_http_init(void)
@@ -204,6 +287,13 @@ aw_http_init(void)
 				(errcode_for_socket_access(),
 				 errmsg("could not create epoll set: %m")));
 	aw_fd_cap = aw_compute_fd_cap();
+	{
+		struct rlimit rl;
+
+		aw_sock_state_size = (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY) ?
+			(int) Min(rl.rlim_cur, (rlim_t) 1048576) : 65536;
+		aw_sock_state = MemoryContextAllocZero(TopMemoryContext, aw_sock_state_size);
+	}
 	aw_new_multi();
 }
 
@@ -211,14 +301,29 @@ aw_http_init(void)
  * aw_http_policy_changed
  *		allowed_networks or ca_file changed: connections kept alive were
  *		checked against the old ones, so none of them may be reused.  The
- *		connection cache goes as soon as nothing is in flight; until then new
- *		requests open connections of their own.
+ *		worker starts nothing new until the requests in flight are done (at
+ *		most aloro_webhook.timeout), and the connection cache goes with the
+ *		multi handle.
  */
 void
 aw_http_policy_changed(void)
 {
 	aw_connections_stale = true;
-	aw_refresh_if_idle();
+	aw_http_ready_for_new();
+}
+
+/* May new requests start?  Replaces a stale connection cache once idle. */
+bool
+aw_http_ready_for_new(void)
+{
+	if (!aw_connections_stale)
+		return true;
+	if (aw_n_in_flight > 0)
+		return false;
+	curl_multi_cleanup(aw_multi);
+	aw_new_multi();
+	aw_connections_stale = false;
+	return true;
 }
 
 int
@@ -239,6 +344,13 @@ aw_http_in_flight(void)
 	return aw_n_in_flight;
 }
 
+/* did more requests finish than the last aw_http_drive() could return? */
+bool
+aw_http_results_waiting(void)
+{
+	return aw_msgs_waiting;
+}
+
 /* milliseconds until libcurl wants to be called, or -1 */
 long
 aw_http_timeout_ms(void)
@@ -246,8 +358,6 @@ aw_http_timeout_ms(void)
 	instr_time	now;
 	long		elapsed;
 
-	if (aw_msgs_waiting)
-		return 0;
 	if (aw_timer_ms < 0)
 		return -1;
 	INSTR_TIME_SET_CURRENT(now);
@@ -339,7 +449,8 @@ aw_http_start(AwClaim *claim)
 	req->result.record_attempt = true;
 	req->result.started_at = GetCurrentTimestamp();
 	INSTR_TIME_SET_CURRENT(req->start);
-	initStringInfo(&req->response);
+	req->response_cap = aw_response_body_limit;
+	req->response = palloc(req->response_cap + 1);
 
 	aw_add_header(req, "Content-Type: application/json");
 	if (claim->secret != NULL)
@@ -362,13 +473,6 @@ aw_http_start(AwClaim *claim)
 	aw_add_header(req, "Expect:");	/* no 100-continue round trip */
 
 	req->easy = easy = aw_easy_get();
-	aw_refresh_if_idle();
-	if (aw_connections_stale)
-	{
-		/* neither reuse a connection checked under the old policy nor keep this one */
-		curl_easy_setopt(easy, CURLOPT_FRESH_CONNECT, 1L);
-		curl_easy_setopt(easy, CURLOPT_FORBID_REUSE, 1L);
-	}
 	curl_easy_setopt(easy, CURLOPT_PRIVATE, req);
 	curl_easy_setopt(easy, CURLOPT_URL, claim->url);
 	curl_easy_setopt(easy, CURLOPT_POST, 1L);
@@ -388,13 +492,20 @@ aw_http_start(AwClaim *claim)
 	curl_easy_setopt(easy, CURLOPT_SSL_VERIFYPEER, 1L);
 	curl_easy_setopt(easy, CURLOPT_SSL_VERIFYHOST, 2L);
 	if (aw_ca_file != NULL && aw_ca_file[0] != '\0')
+	{
+		/* this bundle instead of the system store, not beside it */
 		curl_easy_setopt(easy, CURLOPT_CAINFO, aw_ca_file);
+		curl_easy_setopt(easy, CURLOPT_CAPATH, NULL);
+	}
 	curl_easy_setopt(easy, CURLOPT_TCP_KEEPALIVE, 1L);
 	curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, aw_write_cb);
 	curl_easy_setopt(easy, CURLOPT_WRITEDATA, req);
 	curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, req->errbuf);
 	curl_easy_setopt(easy, CURLOPT_OPENSOCKETFUNCTION, aw_open_socket_cb);
 	curl_easy_setopt(easy, CURLOPT_OPENSOCKETDATA, req);
+	curl_easy_setopt(easy, CURLOPT_CLOSESOCKETFUNCTION, aw_close_socket_cb);
+	curl_easy_setopt(easy, CURLOPT_HEADERFUNCTION, aw_header_cb);
+	curl_easy_setopt(easy, CURLOPT_HEADERDATA, req);
 
 	dlist_push_tail(&aw_in_flight, &req->node);
 	aw_n_in_flight++;
@@ -466,19 +577,28 @@ aw_finish(AwRequest *req, CURLcode code)
 	if (code == CURLE_WRITE_ERROR && req->cut_short && status > 0)
 		code = CURLE_OK;		/* we hung up on a long body: the status stands */
 
-	/* a status line that came before an error still counts as the status */
-	r->http_status = status > 0 ? (int) status : 0;
+	/* a transfer that ended inside the final response's headers is no response */
+	if (code == CURLE_OK && !req->headers_done)
+		code = CURLE_RECV_ERROR;
 
-	if (aw_response_body_limit > 0 && (req->response.len > 0 || r->http_status > 0))
-		r->response_body = aw_clean_text(req->response.data, req->response.len);
+	/*
+	 * A final status line that came before an error still counts as the
+	 * status; an interim 1xx alone is no response.
+	 */
+	r->http_status = status >= 200 ? (int) status : 0;
+
+	if (req->response_cap > 0 && (req->response_len > 0 || r->http_status > 0))
+		r->response_body = aw_clean_text(req->response, (int) req->response_len);
 
 	if (code == CURLE_OK && status >= 200 && status < 300)
 		r->error = NULL;
-	else if (req->blocked[0] != '\0')
+	else if (req->blocked[0] != '\0' && code == CURLE_COULDNT_CONNECT && status == 0)
 		r->error = psprintf("connection refused by policy: %s", req->blocked);
 	else if (code == CURLE_OPERATION_TIMEDOUT)
 		r->error = psprintf("timeout: no complete response within %d ms (aloro_webhook.timeout)",
 							aw_timeout_ms);
+	else if (code == CURLE_RECV_ERROR && !req->headers_done && req->errbuf[0] == '\0')
+		r->error = pstrdup("the connection closed before the response headers were complete");
 	else if (code != CURLE_OK)
 		r->error = psprintf("%s%s%s", curl_easy_strerror(code),
 							req->errbuf[0] ? ": " : "", req->errbuf);
@@ -487,9 +607,6 @@ aw_finish(AwRequest *req, CURLcode code)
 	else
 		r->error = psprintf("HTTP %ld", status);
 
-	if (req->headers)
-		curl_slist_free_all(req->headers);
-	req->headers = NULL;
 	MemoryContextSwitchTo(old);
 }
 
@@ -499,6 +616,10 @@ aw_detach(AwRequest *req)
 {
 	if (!req->add_failed)
 		curl_multi_remove_handle(aw_multi, req->easy);
+	/* the header list may go only once libcurl no longer holds the handle */
+	if (req->headers)
+		curl_slist_free_all(req->headers);
+	req->headers = NULL;
 	aw_easy_put(req->easy);
 	req->easy = NULL;
 	dlist_delete(&req->node);
@@ -541,6 +662,13 @@ aw_http_drive(AwResult **done, AwClaim **done_claims, int max)
 		for (int i = 0; i < n; i++)
 		{
 			int			flags = 0;
+			int			fd = evs[i].data.fd;
+
+			if (fd >= 0 && fd < aw_sock_state_size && aw_sock_state[fd] == AW_SOCK_IDLE)
+			{
+				aw_retire_idle(fd);
+				continue;
+			}
 
 			if (evs[i].events & EPOLLIN)
 				flags |= CURL_CSELECT_IN;
@@ -591,8 +719,6 @@ aw_http_abandon_all(void)
 	{
 		AwRequest  *req = dlist_container(AwRequest, node, it.cur);
 
-		if (req->headers)
-			curl_slist_free_all(req->headers);
 		aw_detach(req);
 		MemoryContextDelete(req->claim->cxt);
 	}

@@ -20,5 +20,7 @@ extern void aw_http_start(AwClaim *claim);
 extern int	aw_http_drive(AwResult **done, AwClaim **done_claims, int max);
 extern void aw_http_abandon_all(void);
 extern void aw_http_policy_changed(void);
+extern bool aw_http_ready_for_new(void);
+extern bool aw_http_results_waiting(void);
 
 #endif							/* ALORO_WEBHOOK_HTTP_H */

@@ -36,7 +36,6 @@ static SPIPlanPtr aw_plan_claim = NULL;
 static SPIPlanPtr aw_plan_next_due = NULL;
 static SPIPlanPtr aw_plan_record = NULL;
 static SPIPlanPtr aw_plan_record_by_id = NULL;
-static SPIPlanPtr aw_plan_park = NULL;
 
 static SPIPlanPtr
 aw_prepare(const char *sql, int nargs, Oid *types)
@@ -61,7 +60,7 @@ void
 aw_queue_forget_plans(void)
 {
 	SPIPlanPtr *plans[] = {&aw_plan_candidates, &aw_plan_claim, &aw_plan_next_due,
-	&aw_plan_record, &aw_plan_record_by_id, &aw_plan_park};
+	&aw_plan_record, &aw_plan_record_by_id};
 
 	for (size_t i = 0; i < lengthof(plans); i++)
 		if (*plans[i] != NULL)
@@ -122,11 +121,11 @@ aw_tid_array(const ItemPointerData *tids, int n)
 
 /*
  * aw_queue_candidates
- *		Up to limit due deliveries, earliest first, leaving out the webhooks
- *		in exclude (those at their in-flight cap): their row versions (ctid)
+ *		Up to limit due deliveries, earliest first, of enabled webhooks but
+ *		those in exclude (at their in-flight cap): their row versions (ctid)
  *		and webhooks.  The rows are locked (SKIP LOCKED: one someone else is
  *		changing waits for a later turn), so aw_queue_claim can address them
- *		by ctid.
+ *		by ctid.  Deliveries of a disabled webhook are held, not dropped.
  *
  * It probes the due index once per webhook, so a long backlog behind a
  * saturated webhook is never scanned.  The worker's statements address rows
@@ -145,19 +144,29 @@ aw_queue_candidates(int limit, const int64 *exclude, int nexclude,
 	{
 		Oid			types[2] = {INT4OID, INT8ARRAYOID};
 
+		/*
+		 * The inner query picks, without locking, the earliest due rows of
+		 * each enabled webhook with room; the outer one locks just those
+		 * row versions.  A row changed since the inner query looked has a
+		 * new ctid, fails the recheck and is skipped, as is one locked by
+		 * someone else.
+		 */
 		aw_plan_candidates = aw_prepare(
-										"SELECT c.ctid, c.webhook_id "
-										"  FROM aloro_webhook.webhooks w "
-										" CROSS JOIN LATERAL ("
-										"   SELECT d.ctid, d.webhook_id, d.next_attempt_at "
-										"     FROM aloro_webhook.deliveries d "
-										"    WHERE d.webhook_id = w.id AND d.status = 'pending' "
-										"      AND d.claimed_at IS NULL AND d.next_attempt_at <= now() "
-										"    ORDER BY d.next_attempt_at LIMIT $1 "
-										"    FOR UPDATE OF d SKIP LOCKED) c "
-										" WHERE w.id <> ALL ($2) "
-										" ORDER BY c.next_attempt_at "
-										" LIMIT $1",
+										"SELECT d.ctid, d.webhook_id "
+										"  FROM aloro_webhook.deliveries d "
+										" WHERE d.ctid = ANY (ARRAY("
+										"   SELECT c.ctid "
+										"     FROM aloro_webhook.webhooks w "
+										"    CROSS JOIN LATERAL ("
+										"      SELECT d2.ctid, d2.next_attempt_at "
+										"        FROM aloro_webhook.deliveries d2 "
+										"       WHERE d2.webhook_id = w.id AND d2.status = 'pending' "
+										"         AND d2.claimed_at IS NULL AND d2.next_attempt_at <= now() "
+										"       ORDER BY d2.next_attempt_at LIMIT $1) c "
+										"    WHERE w.enabled AND w.id <> ALL ($2) "
+										"    ORDER BY c.next_attempt_at "
+										"    LIMIT $1)) "
+										"   FOR UPDATE OF d SKIP LOCKED",
 										2, types);
 	}
 	args[0] = Int32GetDatum(limit);
@@ -218,7 +227,7 @@ aw_queue_claim(const ItemPointerData *tids, int n, MemoryContext cxt, AwClaim **
 								   "   WHERE d.ctid = ANY ($1) "
 								   "  RETURNING d.ctid, d.id, d.webhook_id, d.body, d.attempts, d.budget_start, d.test) "
 								   "SELECT c.id, c.webhook_id, c.body, c.attempts, c.budget_start, c.test, "
-								   "       w.id IS NOT NULL, coalesce(w.enabled, false), w.url, w.secret, c.ctid "
+								   "       w.id IS NOT NULL, w.url, w.secret, c.ctid "
 								   "  FROM c LEFT JOIN aloro_webhook.webhooks w ON w.id = c.webhook_id",
 								   1, types);
 	}
@@ -243,40 +252,31 @@ aw_queue_claim(const ItemPointerData *tids, int n, MemoryContext cxt, AwClaim **
 		c->budget_start = DatumGetInt32(SPI_getbinval(t, desc, 5, &isnull));
 		c->test = DatumGetBool(SPI_getbinval(t, desc, 6, &isnull));
 		c->webhook_exists = DatumGetBool(SPI_getbinval(t, desc, 7, &isnull));
-		c->enabled = DatumGetBool(SPI_getbinval(t, desc, 8, &isnull));
-		c->url = aw_spi_text(t, desc, 9, rcxt);
-		c->secret = aw_spi_text(t, desc, 10, rcxt);
-		ItemPointerCopy((ItemPointer) DatumGetPointer(SPI_getbinval(t, desc, 11, &isnull)), &c->ctid);
+		c->url = aw_spi_text(t, desc, 8, rcxt);
+		c->secret = aw_spi_text(t, desc, 9, rcxt);
+		ItemPointerCopy((ItemPointer) DatumGetPointer(SPI_getbinval(t, desc, 10, &isnull)), &c->ctid);
 		claims[i] = c;
 	}
 	return (int) got;
 }
 
 /*
- * aw_queue_park
- *		Holds deliveries of disabled webhooks: no longer in flight, due at
- *		'infinity' until the webhook is enabled again.
+ * aw_queue_fail_orphans
+ *		Fails waiting deliveries whose webhook is gone.  Deleting a webhook does
+ *		this in a trigger; this catches the ones a race let through (a call
+ *		that ended while the webhook was being deleted).  Returns how many.
  */
-void
-aw_queue_park(const int64 *ids, int n)
+uint64
+aw_queue_fail_orphans(void)
 {
-	Datum		args[1];
-
-	if (n == 0)
-		return;
-	if (aw_plan_park == NULL)
-	{
-		Oid			types[1] = {INT8ARRAYOID};
-
-		aw_plan_park = aw_prepare(
-								  "UPDATE aloro_webhook.deliveries d "
-								  "   SET claimed_at = NULL, next_attempt_at = 'infinity' "
-								  " WHERE d.id = ANY ($1) AND d.claimed_at IS NOT NULL",
-								  1, types);
-	}
-	args[0] = aw_int8_array(ids, n);
-	if (SPI_execute_plan(aw_plan_park, args, NULL, false, 0) != SPI_OK_UPDATE)
-		elog(ERROR, "could not hold deliveries of disabled webhooks");
+	if (SPI_execute("UPDATE aloro_webhook.deliveries d "
+					"   SET status = 'failed', next_attempt_at = NULL, finished_at = now(), "
+					"       last_error = format('webhook %s was deleted', d.webhook_id) "
+					" WHERE d.status = 'pending' AND d.claimed_at IS NULL "
+					"   AND NOT EXISTS (SELECT 1 FROM aloro_webhook.webhooks w "
+					"                    WHERE w.id = d.webhook_id)", false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "could not fail deliveries of deleted webhooks");
+	return SPI_processed;
 }
 
 /*
@@ -300,9 +300,9 @@ aw_queue_next_due(const int64 *exclude, int nexclude, TimestampTz *due)
 									  " CROSS JOIN LATERAL ("
 									  "   SELECT d.next_attempt_at FROM aloro_webhook.deliveries d "
 									  "    WHERE d.webhook_id = w.id AND d.status = 'pending' "
-									  "      AND d.claimed_at IS NULL AND d.next_attempt_at < 'infinity' "
+									  "      AND d.claimed_at IS NULL "
 									  "    ORDER BY d.next_attempt_at LIMIT 1) c "
-									  " WHERE w.id <> ALL ($1)",
+									  " WHERE w.enabled AND w.id <> ALL ($1)",
 									  1, types);
 	}
 	args[0] = aw_int8_array(exclude, nexclude);
@@ -469,6 +469,32 @@ aw_record_batch(AwResult **results, int n)
 	}
 }
 
+/*
+ * Errors that say nothing about the rows being written: a lock we waited
+ * for too long, a cancel, a deadlock, a full disk.  Retrying the same rows
+ * later is right; trying them one by one now is not.
+ */
+static bool
+aw_error_is_transient(int sqlerrcode)
+{
+	switch (sqlerrcode)
+	{
+		case ERRCODE_LOCK_NOT_AVAILABLE:
+		case ERRCODE_QUERY_CANCELED:
+		case ERRCODE_T_R_DEADLOCK_DETECTED:
+		case ERRCODE_T_R_SERIALIZATION_FAILURE:
+		case ERRCODE_DISK_FULL:
+		case ERRCODE_OUT_OF_MEMORY:
+		case ERRCODE_INSUFFICIENT_RESOURCES:
+		case ERRCODE_ADMIN_SHUTDOWN:
+		case ERRCODE_CANNOT_CONNECT_NOW:
+		case ERRCODE_READ_ONLY_SQL_TRANSACTION:
+			return true;
+		default:
+			return false;
+	}
+}
+
 /* forgets the saved record plan, in case it is what failed */
 static void
 aw_forget_record_plan(void)
@@ -509,13 +535,19 @@ aw_record_guarded(AwResult **results, int n, bool warn)
 
 		MemoryContextSwitchTo(cxt);
 		edata = CopyErrorData();
+		if (aw_error_is_transient(edata->sqlerrcode))
+		{
+			/* not this row's fault: the whole turn is retried later */
+			FreeErrorData(edata);
+			PG_RE_THROW();
+		}
 		FlushErrorState();
 		RollbackAndReleaseCurrentSubTransaction();
 		if (warn)
 			ereport(WARNING,
 					(errmsg("aloro_webhook could not record attempt %d of delivery " INT64_FORMAT ": %s",
 							results[0]->attempt, results[0]->id, edata->message),
-					 errhint("The delivery stays in flight until the worker restarts, and is then sent again.")));
+					 errhint("The delivery is released, to be sent again; fix what refused the write.")));
 		FreeErrorData(edata);
 		ok = false;
 	}
@@ -528,11 +560,50 @@ aw_record_guarded(AwResult **results, int n, bool warn)
 }
 
 /*
+ * aw_release_one
+ *		A result that cannot be written: at least take the delivery out of
+ *		flight, so that it is sent again instead of waiting for a restart.
+ */
+static void
+aw_release_one(int64 id)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+
+	BeginInternalSubTransaction(NULL);
+	PG_TRY();
+	{
+		Oid			types[1] = {INT8OID};
+		Datum		args[1] = {Int64GetDatum(id)};
+
+		SPI_execute_with_args("UPDATE aloro_webhook.deliveries SET claimed_at = NULL "
+							  "WHERE id = $1 AND claimed_at IS NOT NULL",
+							  1, types, args, NULL, false, 0);
+		ReleaseCurrentSubTransaction();
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(cxt);
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		ereport(WARNING,
+				(errmsg("aloro_webhook could not release delivery " INT64_FORMAT, id),
+				 errhint("It stays in flight until the worker restarts.")));
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(cxt);
+	CurrentResourceOwner = owner;
+}
+
+/*
  * aw_queue_record
  *		Writes the outcome of finished requests.  The batch goes in one
  *		statement inside a subtransaction; if that fails (say, a constraint a
  *		user added to the history table), each result is retried on its own so
- *		that one bad row cannot block or re-send the others.
+ *		that one bad row cannot block or re-send the others; a row that still
+ *		cannot be written is at least released, to be sent again.  Transient
+ *		errors (a lock timeout, a cancel) are thrown on: the caller retries the
+ *		whole batch later.
  */
 void
 aw_queue_record(AwResult **results, int n)
@@ -541,7 +612,7 @@ aw_queue_record(AwResult **results, int n)
 		return;
 	if (aw_record_guarded(results, n, n == 1))
 		return;
-	if (n > 1)
-		for (int i = 0; i < n; i++)
-			aw_record_guarded(&results[i], 1, true);
+	for (int i = 0; i < n; i++)
+		if (n == 1 || !aw_record_guarded(&results[i], 1, true))
+			aw_release_one(results[i]->id);
 }

@@ -26,7 +26,6 @@ typedef struct AwClaim
 	int			budget_start;	/* attempts made before the current round */
 	bool		test;
 	bool		webhook_exists;
-	bool		enabled;
 	char	   *url;
 	char	   *secret;
 } AwClaim;
@@ -55,7 +54,7 @@ extern int	aw_queue_candidates(int limit, const int64 *exclude, int nexclude,
 								ItemPointerData *tids, int64 *webhooks);
 extern int	aw_queue_claim(const ItemPointerData *tids, int n, MemoryContext cxt,
 						   AwClaim **claims);
-extern void aw_queue_park(const int64 *ids, int n);
+extern uint64 aw_queue_fail_orphans(void);
 extern bool aw_queue_next_due(const int64 *exclude, int nexclude, TimestampTz *due);
 extern void aw_queue_record(AwResult **results, int n);
 

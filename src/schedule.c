@@ -19,6 +19,8 @@
 #include "utils/guc.h"
 
 #define AW_MAX_ATTEMPTS 100
+/* longest delay accepted: far beyond any use, far below timestamp overflow */
+#define AW_MAX_DELAY_MS ((int64) 100 * 366 * 86400 * 1000)
 
 static const AwSchedule *aw_schedule = NULL;
 
@@ -58,8 +60,8 @@ aw_parse_interval_ms(char *str, int64 *ms)
 		*ms = -1;
 		return true;
 	}
-	if (total > (double) PG_INT64_MAX / 2)
-		total = (double) PG_INT64_MAX / 2;
+	if (total > (double) AW_MAX_DELAY_MS)
+		total = (double) AW_MAX_DELAY_MS + 1;	/* refused by the caller */
 	*ms = (int64) total;
 	return true;
 }
@@ -120,6 +122,12 @@ aw_check_retry_schedule(char **newval, void **extra, GucSource source)
 		if (ms < 0)
 		{
 			GUC_check_errmsg("invalid aloro_webhook.retry_schedule: entry %d, \"%s\", is negative", n + 1, entry);
+			pfree(copy);
+			return false;
+		}
+		if (ms > AW_MAX_DELAY_MS)
+		{
+			GUC_check_errmsg("invalid aloro_webhook.retry_schedule: entry %d, \"%s\", is longer than 100 years", n + 1, entry);
 			pfree(copy);
 			return false;
 		}

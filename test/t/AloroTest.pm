@@ -31,6 +31,7 @@ our @EXPORT = qw(
   add_webhook end_call end_calls
   query_json query_row delivery attempts deliveries_for_tag
   worker_pid wait_for_worker free_port quote_lit now_epoch
+  worker_rss_kb
 );
 
 # Tests run with cwd = tree root (see the Makefile's prove_installcheck).
@@ -132,8 +133,12 @@ sub free_port
 	return $port;
 }
 
-# start_receiver(name => 'r', secret => 'S', port => 0, log => FILE)
-# Returns {name, pid, port, log, secret, url}; url is "http://127.0.0.1:<port>".
+# start_receiver(name => 'r', secret => 'S', port => 0, log => FILE,
+#                host => '127.0.0.1', script => 'test/receiver/other.js')
+# Returns {name, pid, port, log, secret, url}; url is "http://127.0.0.1:<port>"
+# (the host given, IPv6 literals in brackets).  script runs another server
+# with the same arguments (--port, --log, --host; --secret when given); lines
+# "port NAME N" it prints before "listening N" land in $r->{ports}{NAME}.
 sub start_receiver
 {
 	my (%o) = @_;
@@ -141,9 +146,11 @@ sub start_receiver
 	my $port = $o{port} // 0;
 	my $log = $o{log} // "$PostgreSQL::Test::Utils::log_path/receiver_$name.jsonl";
 	my $out = "$PostgreSQL::Test::Utils::log_path/receiver_$name.out";
+	my $js = defined $o{script} ? "$root/$o{script}" : $receiver_js;
 	unlink $out;
-	my @cmd = ('node', $receiver_js, '--port', $port, '--log', $log);
+	my @cmd = ('node', $js, '--port', $port, '--log', $log);
 	push @cmd, ('--secret', $o{secret}) if defined $o{secret};
+	push @cmd, ('--host', $o{host}) if defined $o{host};
 
 	my $pid = fork();
 	die "fork: $!" unless defined $pid;
@@ -166,6 +173,7 @@ sub start_receiver
 			if ($text =~ /^listening (\d+)$/m)
 			{
 				$r->{port} = $1;
+				$r->{ports}{$1} = $2 while $text =~ /^port (\w+) (\d+)$/mg;
 				last;
 			}
 		}
@@ -179,7 +187,9 @@ sub start_receiver
 		BAIL_OUT("receiver $name did not start within 20 s") if now_epoch() > $deadline;
 		usleep(20_000);
 	}
-	$r->{url} = "http://127.0.0.1:$r->{port}";
+	my $host = $o{host} // '127.0.0.1';
+	$host = "[$host]" if $host =~ /:/;
+	$r->{url} = "http://$host:$r->{port}";
 	note "receiver $name listening on $r->{port} (pid $pid)";
 	return $r;
 }
@@ -400,6 +410,20 @@ sub wait_for_worker
 		  WHERE backend_type = 'aloro_webhook worker'$not", 't', $timeout // 60)
 	  or return '';
 	return worker_pid($node);
+}
+
+# The worker's resident memory in kB (VmRSS), or undef when it cannot be read.
+sub worker_rss_kb
+{
+	my ($node) = @_;
+	my $pid = worker_pid($node);
+	return undef if $pid eq '';
+	open(my $fh, '<', "/proc/$pid/status") or return undef;
+	while (my $l = <$fh>)
+	{
+		return $1 if $l =~ /^VmRSS:\s+(\d+)\s+kB/;
+	}
+	return undef;
 }
 
 1;
