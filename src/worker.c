@@ -527,7 +527,8 @@ aw_recover(void)
 	HOLD_INTERRUPTS();
 	QueryCancelPending = false;
 	EmitErrorReport();
-	AbortCurrentTransaction();
+	/* every level: the error may come from inside a subtransaction */
+	AbortOutOfAnyTransaction();
 	MemoryContextSwitchTo(TopMemoryContext);
 	FlushErrorState();
 	if (aw_phase != AW_PHASE_TURN)

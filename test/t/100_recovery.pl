@@ -1,0 +1,107 @@
+# The worker's own trouble with the database: a turn that cannot write (a lock
+# held too long on the history table, a cancel) is rolled back and retried by
+# the same worker; nothing is lost, nothing is sent twice, nothing stays
+# claimed.  And a delivery row corrupted by hand cannot crash anything.
+use strict;
+use warnings;
+
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+
+use FindBin;
+use lib $FindBin::RealBin;
+use AloroTest;
+
+my $node = aw_node('recovery');
+my $rcv = start_receiver(name => 'recovery');
+my $pid = wait_for_worker($node, 30);
+ok($pid, 'the delivery worker runs');
+
+# ---------------------------------------------------------------------------
+# 1. The history table is locked while requests finish
+# ---------------------------------------------------------------------------
+{
+	add_webhook($node, "$rcv->{url}/ok?case=locked", tag => 'asst_locked');
+
+	# hold a lock that blocks writing attempts (the worker waits 1 s at most per turn);
+	# no turn commits meanwhile, so no new claims either: stay under the 32 slots
+	my $locker = $node->background_psql('postgres');
+	$locker->query_safe('BEGIN');
+	$locker->query_safe('LOCK TABLE aloro_webhook.delivery_attempts IN SHARE MODE');
+
+	my @ids = end_calls($node, 'call_locked', 20, tag => 'asst_locked');
+	is(scalar(@ids), 20, 'locked: twenty deliveries queued (fewer than the per-webhook slots)');
+	my $in = join(',', @ids);
+
+	# the requests go out and finish, but cannot be recorded yet
+	ok(wait_for_requests($rcv, sub { grep { $_->{path} =~ /case=locked/ } @_ } , 10,
+			'requests while the history is locked'),
+		'locked: requests are sent while the history table is locked');
+	ok(wait_until(sub { scalar(grep { $_->{path} =~ /case=locked/ } receiver_log($rcv)) >= 20 }, 10),
+		'locked: all twenty requests arrived');
+	# keep the lock until a turn has failed on it (the worker waits 1 s per turn)
+	ok(wait_until(sub { slurp_file($node->logfile) =~ /lock timeout/ }, 20,
+			'a turn to fail on the lock'),
+		'locked: a turn failed on the lock and said so in the server log');
+	is($node->safe_psql('postgres',
+			"SELECT count(*) FROM aloro_webhook.delivery_attempts WHERE delivery_id IN ($in)"),
+		'0', 'locked: nothing recorded while the lock is held');
+
+	# let it go: the same worker records every attempt, once
+	$locker->query_safe('COMMIT');
+	$locker->quit;
+	ok(poll_until($node,
+			"SELECT bool_and(status = 'succeeded' AND claimed_at IS NULL AND attempts = 1)
+			   FROM aloro_webhook.deliveries WHERE id IN ($in)", 't', 30),
+		'locked: every delivery ends succeeded after one attempt, none left claimed');
+	is($node->safe_psql('postgres',
+			"SELECT count(*) FROM aloro_webhook.delivery_attempts WHERE delivery_id IN ($in)"),
+		'20', 'locked: exactly one attempt row per delivery');
+	is(scalar(grep { $_->{path} =~ /case=locked/ } receiver_log($rcv)), 20,
+		'locked: each delivery was sent exactly once (no restart, no re-send)');
+	is(worker_pid($node), $pid, 'locked: the same worker carried on');
+}
+
+# ---------------------------------------------------------------------------
+# 2. A cancel of the worker's statement is a failed turn, not a restart
+# ---------------------------------------------------------------------------
+{
+	add_webhook($node, "$rcv->{url}/ok?case=cancel", tag => 'asst_cancel');
+	my $locker = $node->background_psql('postgres');
+	$locker->query_safe('BEGIN');
+	$locker->query_safe('LOCK TABLE aloro_webhook.delivery_attempts IN SHARE MODE');
+	my @ids = end_calls($node, 'call_cancel', 5, tag => 'asst_cancel');
+	my $in = join(',', @ids);
+	ok(wait_until(sub { scalar(grep { $_->{path} =~ /case=cancel/ } receiver_log($rcv)) >= 5 }, 10),
+		'cancel: the requests went out');
+	# cancel whatever the worker is waiting on (bounded: it waits 1 s at most per turn)
+	$node->safe_psql('postgres',
+		"SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE backend_type = 'aloro_webhook worker'");
+	$locker->query_safe('COMMIT');
+	$locker->quit;
+	ok(poll_until($node,
+			"SELECT bool_and(status = 'succeeded' AND claimed_at IS NULL)
+			   FROM aloro_webhook.deliveries WHERE id IN ($in)", 't', 30),
+		'cancel: the deliveries end succeeded');
+	is(worker_pid($node), $pid, 'cancel: the same worker carried on');
+}
+
+# ---------------------------------------------------------------------------
+# 3. Corrupt bookkeeping is refused; it cannot reach the worker
+# ---------------------------------------------------------------------------
+{
+	my $wh = add_webhook($node, "$rcv->{url}/status/503?case=corrupt", tag => 'asst_corrupt');
+	my ($ret, $out, $err) = $node->psql('postgres',
+		"INSERT INTO aloro_webhook.deliveries (webhook_id, call_id, body, budget_start)
+		 VALUES ($wh, 'corrupt', '{}', 2000000000)");
+	isnt($ret, 0, 'corrupt: a budget_start beyond attempts is refused');
+	like($err, qr/deliveries_budget/, 'corrupt: by the deliveries_budget constraint');
+	($ret, $out, $err) = $node->psql('postgres',
+		"INSERT INTO aloro_webhook.deliveries (webhook_id, call_id, body, attempts)
+		 VALUES ($wh, 'corrupt2', '{}', 2147483647)");
+	isnt($ret, 0, 'corrupt: an attempts count at the integer limit is refused');
+	is(worker_pid($node), $pid, 'corrupt: the worker is untouched');
+}
+
+done_testing();
