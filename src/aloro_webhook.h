@@ -16,6 +16,7 @@
 #include "lib/stringinfo.h"
 #include "access/htup.h"
 #include "access/tupdesc.h"
+#include "executor/spi.h"
 #include "utils/guc.h"
 #include "utils/jsonb.h"
 #include "utils/timestamp.h"
@@ -90,6 +91,9 @@ extern const char *aw_url_problem(const char *url);
 extern bool aw_check_allowed_networks(char **newval, void **extra, GucSource source);
 extern void aw_assign_allowed_networks(const char *newval, void *extra);
 extern bool aw_address_allowed(const struct sockaddr *sa, char *why, size_t whylen);
+
+/* queue.c: prepared statements kept across transactions */
+extern SPIPlanPtr aw_prepare(const char *sql, int nargs, Oid *types);
 
 /* worker.c */
 extern PGDLLEXPORT void aw_worker_main(Datum main_arg);

@@ -37,55 +37,40 @@ static SPIPlanPtr aw_ended_plan = NULL;
 static SPIPlanPtr aw_match_plan = NULL;
 static SPIPlanPtr aw_insert_plan = NULL;
 
-/* prepares and keeps the two statements the trigger runs */
+/* prepares and keeps the statements the trigger runs */
 static void
 aw_prepare_plans(void)
 {
 	if (aw_ended_plan == NULL)
 	{
 		Oid			types[2] = {TEXTOID, OIDOID};
-		SPIPlanPtr	plan = SPI_prepare(
-									   "INSERT INTO aloro_webhook.ended_calls (call_id, source) "
-									   "VALUES ($1, $2) ON CONFLICT (call_id) DO NOTHING",
-									   2, types);
 
-		if (plan == NULL)
-			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
-		SPI_keepplan(plan);
-		aw_ended_plan = plan;
+		aw_ended_plan = aw_prepare("INSERT INTO aloro_webhook.ended_calls (call_id, source) "
+								   "VALUES ($1, $2) ON CONFLICT (call_id) DO NOTHING",
+								   2, types);
 	}
 	if (aw_match_plan == NULL)
 	{
 		Oid			types[3] = {TEXTOID, TEXTOID, BOOLOID};
-		SPIPlanPtr	plan = SPI_prepare(
-									   "SELECT w.id, w.include_recording "
-									   "  FROM aloro_webhook.webhooks w "
-									   " WHERE w.enabled "
-									   "   AND (w.assistant_id IS NULL OR w.assistant_id = $1) "
-									   "   AND (w.campaign_id IS NULL OR w.campaign_id = $2) "
-									   "   AND (NOT w.completed_only OR $3) "
-									   " ORDER BY w.id",
-									   3, types);
 
-		if (plan == NULL)
-			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
-		SPI_keepplan(plan);
-		aw_match_plan = plan;
+		aw_match_plan = aw_prepare("SELECT w.id, w.include_recording "
+								   "  FROM aloro_webhook.webhooks w "
+								   " WHERE w.enabled "
+								   "   AND (w.assistant_id IS NULL OR w.assistant_id = $1) "
+								   "   AND (w.campaign_id IS NULL OR w.campaign_id = $2) "
+								   "   AND (NOT w.completed_only OR $3) "
+								   " ORDER BY w.id",
+								   3, types);
 	}
 	if (aw_insert_plan == NULL)
 	{
 		Oid			types[4] = {INT8OID, TEXTOID, TEXTOID, INTERVALOID};
-		SPIPlanPtr	plan = SPI_prepare(
-									   "INSERT INTO aloro_webhook.deliveries "
-									   "       (webhook_id, call_id, event, body, next_attempt_at) "
-									   "VALUES ($1, $2, 'call.ended', $3, now() + $4) "
-									   "ON CONFLICT (webhook_id, call_id, event) WHERE NOT test DO NOTHING",
-									   4, types);
 
-		if (plan == NULL)
-			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
-		SPI_keepplan(plan);
-		aw_insert_plan = plan;
+		aw_insert_plan = aw_prepare("INSERT INTO aloro_webhook.deliveries "
+									"       (webhook_id, call_id, event, body, next_attempt_at) "
+									"VALUES ($1, $2, 'call.ended', $3, now() + $4) "
+									"ON CONFLICT (webhook_id, call_id, event) WHERE NOT test DO NOTHING",
+									4, types);
 	}
 }
 

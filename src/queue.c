@@ -37,7 +37,8 @@ static SPIPlanPtr aw_plan_next_due = NULL;
 static SPIPlanPtr aw_plan_record = NULL;
 static SPIPlanPtr aw_plan_record_by_id = NULL;
 
-static SPIPlanPtr
+/* Prepares a statement and keeps the plan for the life of the process. */
+SPIPlanPtr
 aw_prepare(const char *sql, int nargs, Oid *types)
 {
 	SPIPlanPtr	plan = SPI_prepare(sql, nargs, types);
