@@ -4,11 +4,10 @@
  *
  * Every request in flight is an easy handle on one multi handle, so that
  * connections to the same host are kept alive and reused.  libcurl tells us
- * which sockets to watch (socket callback) and when to call it back (timer
- * callback); we keep those sockets in an epoll set of our own, whose single
- * descriptor the worker waits on beside its latch.  Nothing here touches the
- * database, and nothing waits: aw_http_drive() does what is ready and
- * returns.
+ * which sockets to watch (http_conn.c keeps them in an epoll set, whose one
+ * descriptor the worker waits on beside its latch) and when to call it back
+ * (timer callback).  Nothing here touches the database, and nothing waits:
+ * aw_http_drive() does what is ready and returns.
  *
  * Each request is exactly what the contract says: the stored body bytes,
  * the fixed headers, the signature, no redirects, http/https only, TLS
@@ -22,8 +21,6 @@
 #include "aloro_webhook.h"
 
 #include <sys/epoll.h>
-#include <sys/resource.h>
-#include <unistd.h>
 #include <curl/curl.h>
 
 #include "lib/ilist.h"
@@ -31,6 +28,7 @@
 #include "portability/instr_time.h"
 
 #include "http.h"
+#include "http_conn.h"
 
 /* bytes read and thrown away past the kept prefix before we hang up */
 #define AW_DISCARD_LIMIT (64 * 1024)
@@ -50,76 +48,25 @@ typedef struct AwRequest
 	bool		headers_done;	/* the final response's headers ended (blank line) */
 	bool		add_failed;		/* libcurl would not take the request */
 	char		errbuf[CURL_ERROR_SIZE];
-	char		blocked[256];	/* why the address policy refused, if it did */
+	char		blocked[AW_WHY_LEN];	/* why the address policy refused, if it did */
 	instr_time	start;
 	dlist_node	node;
 } AwRequest;
 
 static CURLM *aw_multi = NULL;
-static int	aw_epfd = -1;
 static long aw_timer_ms = -1;	/* libcurl's timer, -1 when none */
 static bool aw_msgs_waiting = false;	/* finished requests not yet collected */
 static instr_time aw_timer_set;
 static dlist_head aw_in_flight = DLIST_STATIC_INIT(aw_in_flight);
 static int	aw_n_in_flight = 0;
-static int	aw_fd_cap = 0;
 
 /* cached connections were made under an older address policy or CA file */
 static bool aw_connections_stale = false;
-
-/*
- * The sockets libcurl opened through us, and which of them sit idle in its
- * connection cache.  libcurl 7.88 reuses an idle connection that has unread
- * bytes waiting (a stray response, say), and would take those bytes as the
- * answer to the next request; so we watch idle connections, and one that
- * turns readable while idle is emptied and shut down, which libcurl then
- * sees as dead.
- */
-#define AW_SOCK_OURS 1
-#define AW_SOCK_IDLE 2
-static uint8 *aw_sock_state = NULL;
-static int	aw_sock_state_size = 0;
 
 /* spare easy handles, kept so that their DNS and TLS state is reused */
 static CURL **aw_pool = NULL;
 static int	aw_pool_n = 0;
 static int	aw_pool_size = 0;
-
-/* libcurl's socket callback: mirror its interest in our epoll set */
-static int
-aw_socket_cb(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
-{
-	struct epoll_event ev;
-
-	bool		ours = s >= 0 && s < aw_sock_state_size && aw_sock_state[s] != 0;
-
-	memset(&ev, 0, sizeof(ev));
-	ev.data.fd = s;
-	if (what == CURL_POLL_REMOVE)
-	{
-		if (!ours)
-		{
-			epoll_ctl(aw_epfd, EPOLL_CTL_DEL, s, NULL);
-			return 0;
-		}
-		/* kept alive in the cache: watch it for anything arriving unasked */
-		aw_sock_state[s] = AW_SOCK_IDLE;
-		ev.events = EPOLLIN | EPOLLRDHUP;
-	}
-	else
-	{
-		if (ours)
-			aw_sock_state[s] = AW_SOCK_OURS;
-		if (what & CURL_POLL_IN)
-			ev.events |= EPOLLIN;
-		if (what & CURL_POLL_OUT)
-			ev.events |= EPOLLOUT;
-	}
-	if (epoll_ctl(aw_epfd, EPOLL_CTL_MOD, s, &ev) != 0 &&
-		epoll_ctl(aw_epfd, EPOLL_CTL_ADD, s, &ev) != 0)
-		return -1;				/* libcurl fails that transfer */
-	return 0;
-}
 
 /* libcurl's timer callback */
 static int
@@ -157,48 +104,6 @@ aw_write_cb(char *data, size_t size, size_t nmemb, void *userp)
 	return len;
 }
 
-/* applies the address policy to each address libcurl is about to connect to */
-static curl_socket_t
-aw_open_socket_cb(void *clientp, curlsocktype purpose, struct curl_sockaddr *address)
-{
-	AwRequest  *req = (AwRequest *) clientp;
-
-	curl_socket_t s;
-
-	if (!aw_address_allowed(&address->addr, req->blocked, sizeof(req->blocked)))
-		return CURL_SOCKET_BAD;
-	s = socket(address->family, address->socktype, address->protocol);
-	if (s >= 0 && s < aw_sock_state_size)
-		aw_sock_state[s] = AW_SOCK_OURS;
-	return s;
-}
-
-/* libcurl is done with a socket it opened through aw_open_socket_cb */
-static int
-aw_close_socket_cb(void *clientp, curl_socket_t s)
-{
-	if (s >= 0 && s < aw_sock_state_size && aw_sock_state[s] != 0)
-	{
-		aw_sock_state[s] = 0;
-		epoll_ctl(aw_epfd, EPOLL_CTL_DEL, s, NULL);
-	}
-	return close(s);
-}
-
-/* an idle kept-alive connection became readable: retire it */
-static void
-aw_retire_idle(int s)
-{
-	char		sink[4096];
-
-	/* empty it, so that libcurl's liveness check sees the end, not data */
-	while (recv(s, sink, sizeof(sink), MSG_DONTWAIT) > 0)
-		;
-	shutdown(s, SHUT_RDWR);
-	epoll_ctl(aw_epfd, EPOLL_CTL_DEL, s, NULL);
-	aw_sock_state[s] = AW_SOCK_OURS;
-}
-
 /* records where the final response's headers end */
 static size_t
 aw_header_cb(char *buf, size_t size, size_t nitems, void *userp)
@@ -226,38 +131,6 @@ aw_header_cb(char *buf, size_t size, size_t nitems, void *userp)
 	return len;
 }
 
-/* how many requests the open-file limit allows in flight */
-static int
-aw_compute_fd_cap(void)
-{
-	struct rlimit rl;
-
-	if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
-		return 100;
-	/* raise the soft limit as far as the hard one allows */
-	if (rl.rlim_cur < rl.rlim_max)
-	{
-		rlim_t		want = Min(rl.rlim_max, (rlim_t) 65536);
-
-		if (want > rl.rlim_cur)
-		{
-			struct rlimit nl = rl;
-
-			nl.rlim_cur = want;
-			if (setrlimit(RLIMIT_NOFILE, &nl) == 0)
-				rl.rlim_cur = want;
-		}
-	}
-	if (rl.rlim_cur == RLIM_INFINITY)
-		return 10000;
-	/*
-	 * Leave 128 descriptors to the server (relation files, the WAL) and
-	 * count three per request: its connection, a cached idle connection,
-	 * and the resolver's.
-	 */
-	return Max(1, ((int) rl.rlim_cur - 128) / 3);
-}
-
 /* a multi handle, with an empty connection cache */
 static void
 aw_new_multi(void)
@@ -267,13 +140,13 @@ aw_new_multi(void)
 		ereport(ERROR,
 				(errcode(ERRCODE_INTERNAL_ERROR),
 				 errmsg("could not create a libcurl multi handle")));
-	curl_multi_setopt(aw_multi, CURLMOPT_SOCKETFUNCTION, aw_socket_cb);
+	curl_multi_setopt(aw_multi, CURLMOPT_SOCKETFUNCTION, aw_conn_socket_cb);
 	curl_multi_setopt(aw_multi, CURLMOPT_TIMERFUNCTION, aw_timer_cb);
-	curl_multi_setopt(aw_multi, CURLMOPT_MAXCONNECTS, (long) Min(aw_fd_cap, 10000));
+	curl_multi_setopt(aw_multi, CURLMOPT_MAXCONNECTS, (long) Min(aw_conn_fd_cap(), 10000));
 	aw_timer_ms = -1;
 }
 
-/* Sets up libcurl, the multi handle and the epoll set. */
+/* Sets up libcurl, the socket layer and the multi handle. */
 void
 aw_http_init(void)
 {
@@ -281,19 +154,7 @@ aw_http_init(void)
 		ereport(ERROR,
 				(errcode(ERRCODE_INTERNAL_ERROR),
 				 errmsg("could not initialize libcurl")));
-	aw_epfd = epoll_create1(EPOLL_CLOEXEC);
-	if (aw_epfd < 0)
-		ereport(ERROR,
-				(errcode_for_socket_access(),
-				 errmsg("could not create epoll set: %m")));
-	aw_fd_cap = aw_compute_fd_cap();
-	{
-		struct rlimit rl;
-
-		aw_sock_state_size = (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY) ?
-			(int) Min(rl.rlim_cur, (rlim_t) 1048576) : 65536;
-		aw_sock_state = MemoryContextAllocZero(TopMemoryContext, aw_sock_state_size);
-	}
+	aw_conn_init();
 	aw_new_multi();
 }
 
@@ -329,13 +190,13 @@ aw_http_ready_for_new(void)
 int
 aw_http_epoll_fd(void)
 {
-	return aw_epfd;
+	return aw_conn_epoll_fd();
 }
 
 int
 aw_http_fd_cap(void)
 {
-	return aw_fd_cap;
+	return aw_conn_fd_cap();
 }
 
 int
@@ -501,9 +362,9 @@ aw_http_start(AwClaim *claim)
 	curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, aw_write_cb);
 	curl_easy_setopt(easy, CURLOPT_WRITEDATA, req);
 	curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, req->errbuf);
-	curl_easy_setopt(easy, CURLOPT_OPENSOCKETFUNCTION, aw_open_socket_cb);
-	curl_easy_setopt(easy, CURLOPT_OPENSOCKETDATA, req);
-	curl_easy_setopt(easy, CURLOPT_CLOSESOCKETFUNCTION, aw_close_socket_cb);
+	curl_easy_setopt(easy, CURLOPT_OPENSOCKETFUNCTION, aw_conn_open_socket_cb);
+	curl_easy_setopt(easy, CURLOPT_OPENSOCKETDATA, req->blocked);
+	curl_easy_setopt(easy, CURLOPT_CLOSESOCKETFUNCTION, aw_conn_close_socket_cb);
 	curl_easy_setopt(easy, CURLOPT_HEADERFUNCTION, aw_header_cb);
 	curl_easy_setopt(easy, CURLOPT_HEADERDATA, req);
 
@@ -637,6 +498,7 @@ aw_http_drive(AwResult **done, AwClaim **done_claims, int max)
 	struct epoll_event evs[64];
 	int			running = 0;
 	int			n;
+	bool		more;
 	int			ndone = 0;
 	CURLMsg    *msg;
 	int			left;
@@ -658,17 +520,10 @@ aw_http_drive(AwResult **done, AwClaim **done_claims, int max)
 
 	do
 	{
-		n = epoll_wait(aw_epfd, evs, lengthof(evs), 0);
+		n = aw_conn_ready(evs, lengthof(evs), &more);
 		for (int i = 0; i < n; i++)
 		{
 			int			flags = 0;
-			int			fd = evs[i].data.fd;
-
-			if (fd >= 0 && fd < aw_sock_state_size && aw_sock_state[fd] == AW_SOCK_IDLE)
-			{
-				aw_retire_idle(fd);
-				continue;
-			}
 
 			if (evs[i].events & EPOLLIN)
 				flags |= CURL_CSELECT_IN;
@@ -678,7 +533,7 @@ aw_http_drive(AwResult **done, AwClaim **done_claims, int max)
 				flags |= CURL_CSELECT_ERR;
 			curl_multi_socket_action(aw_multi, evs[i].data.fd, flags, &running);
 		}
-	} while (n == lengthof(evs));
+	} while (more);
 
 	if (aw_timer_ms >= 0 && aw_http_timeout_ms() == 0)
 	{
