@@ -24,6 +24,8 @@
 #include <curl/curl.h>
 
 #include "lib/ilist.h"
+#include "utils/hsearch.h"
+#include "utils/memutils.h"
 #include "mb/pg_wchar.h"
 #include "portability/instr_time.h"
 
@@ -39,9 +41,10 @@ typedef struct AwRequest
 	AwResult	result;
 	CURL	   *easy;
 	struct curl_slist *headers;
-	char	   *response;		/* response_body_limit bytes, allocated up front */
+	char	   *response;		/* malloc'd, at most response_body_limit bytes */
 	size_t		response_len;
 	size_t		response_cap;
+	size_t		response_alloc;
 	size_t		discarded;
 	bool		cut_short;		/* we stopped reading a long response */
 	bool		in_final;		/* the status line seen last is a final one (>= 200) */
@@ -59,6 +62,14 @@ static bool aw_msgs_waiting = false;	/* finished requests not yet collected */
 static instr_time aw_timer_set;
 static dlist_head aw_in_flight = DLIST_STATIC_INIT(aw_in_flight);
 static int	aw_n_in_flight = 0;
+
+/* requests in flight per webhook: counted where they start and where they end */
+typedef struct AwHookCount
+{
+	int64		webhook_id;		/* hash key */
+	int			n;
+} AwHookCount;
+static HTAB *aw_hook_counts = NULL;
 
 /* cached connections were made under an older address policy or CA file */
 static bool aw_connections_stale = false;
@@ -92,8 +103,20 @@ aw_write_cb(char *data, size_t size, size_t nmemb, void *userp)
 
 	if (keep > 0)
 	{
-		memcpy(req->response + req->response_len, data, keep);
-		req->response_len += keep;
+		/* grow to what is needed, never past response_body_limit */
+		size_t		want = Min(req->response_cap, Max(req->response_len + keep, (size_t) 1024));
+		char	   *grown = want > req->response_alloc ? realloc(req->response, want) : req->response;
+
+		if (grown == NULL)
+			keep = 0;			/* out of memory: keep what we have */
+		else
+		{
+			if (want > req->response_alloc)
+				req->response_alloc = want;
+			req->response = grown;
+			memcpy(req->response + req->response_len, data, keep);
+			req->response_len += keep;
+		}
 	}
 	req->discarded += len - keep;
 	if (req->discarded > AW_DISCARD_LIMIT)
@@ -150,12 +173,42 @@ aw_new_multi(void)
 void
 aw_http_init(void)
 {
+	HASHCTL		ctl;
+
 	if (curl_global_init(CURL_GLOBAL_ALL) != CURLE_OK)
 		ereport(ERROR,
 				(errcode(ERRCODE_INTERNAL_ERROR),
 				 errmsg("could not initialize libcurl")));
 	aw_conn_init();
 	aw_new_multi();
+	ctl.keysize = sizeof(int64);
+	ctl.entrysize = sizeof(AwHookCount);
+	ctl.hcxt = TopMemoryContext;
+	aw_hook_counts = hash_create("aloro_webhook requests per webhook", 64, &ctl,
+								 HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+}
+
+/* Calls fn for each webhook with requests in flight, with how many. */
+void
+aw_http_each_webhook(void (*fn) (int64 webhook_id, int n, void *arg), void *arg)
+{
+	HASH_SEQ_STATUS seq;
+	AwHookCount *c;
+
+	hash_seq_init(&seq, aw_hook_counts);
+	while ((c = hash_seq_search(&seq)) != NULL)
+		fn(c->webhook_id, c->n, arg);
+}
+
+static void
+aw_hook_count_add(int64 webhook_id, int delta)
+{
+	bool		found;
+	AwHookCount *c = hash_search(aw_hook_counts, &webhook_id, HASH_ENTER, &found);
+
+	c->n = (found ? c->n : 0) + delta;
+	if (c->n <= 0)
+		hash_search(aw_hook_counts, &webhook_id, HASH_REMOVE, NULL);
 }
 
 /*
@@ -311,7 +364,7 @@ aw_http_start(AwClaim *claim)
 	req->result.started_at = GetCurrentTimestamp();
 	INSTR_TIME_SET_CURRENT(req->start);
 	req->response_cap = aw_response_body_limit;
-	req->response = palloc(req->response_cap + 1);
+	req->response = NULL;		/* malloc'd by the write callback as bytes come */
 
 	aw_add_header(req, "Content-Type: application/json");
 	if (claim->secret != NULL)
@@ -370,10 +423,12 @@ aw_http_start(AwClaim *claim)
 
 	dlist_push_tail(&aw_in_flight, &req->node);
 	aw_n_in_flight++;
+	aw_hook_count_add(claim->webhook_id, 1);
 	mc = curl_multi_add_handle(aw_multi, easy);
 	if (mc != CURLM_OK)
 	{
 		req->add_failed = true;
+		aw_msgs_waiting = true; /* collected at the next drive, without a wait */
 		snprintf(req->errbuf, sizeof(req->errbuf), "could not start the request: %s",
 				 curl_multi_strerror(mc));
 	}
@@ -449,7 +504,7 @@ aw_finish(AwRequest *req, CURLcode code)
 	r->http_status = status >= 200 ? (int) status : 0;
 
 	if (req->response_cap > 0 && (req->response_len > 0 || r->http_status > 0))
-		r->response_body = aw_clean_text(req->response, (int) req->response_len);
+		r->response_body = aw_clean_text(req->response ? req->response : "", (int) req->response_len);
 
 	if (code == CURLE_OK && status >= 200 && status < 300)
 		r->error = NULL;
@@ -485,6 +540,10 @@ aw_detach(AwRequest *req)
 	req->easy = NULL;
 	dlist_delete(&req->node);
 	aw_n_in_flight--;
+	aw_hook_count_add(req->claim->webhook_id, -1);
+	if (req->response != NULL)
+		free(req->response);
+	req->response = NULL;
 }
 
 /*

@@ -22,5 +22,6 @@ extern void aw_http_abandon_all(void);
 extern void aw_http_policy_changed(void);
 extern bool aw_http_ready_for_new(void);
 extern bool aw_http_results_waiting(void);
+extern void aw_http_each_webhook(void (*fn) (int64 webhook_id, int n, void *arg), void *arg);
 
 #endif							/* ALORO_WEBHOOK_HTTP_H */

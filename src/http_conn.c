@@ -133,9 +133,12 @@ aw_conn_socket_cb(CURL *easy, curl_socket_t s, int what, void *userp, void *sock
 		if (what & CURL_POLL_OUT)
 			ev.events |= EPOLLOUT;
 	}
-	if (epoll_ctl(aw_epfd, EPOLL_CTL_MOD, s, &ev) != 0 &&
-		epoll_ctl(aw_epfd, EPOLL_CTL_ADD, s, &ev) != 0)
-		return -1;				/* libcurl fails that transfer */
+	/*
+	 * If the socket cannot be watched (out of memory), its transfer runs into
+	 * aloro_webhook.timeout; returning an error would abort every transfer.
+	 */
+	if (epoll_ctl(aw_epfd, EPOLL_CTL_MOD, s, &ev) != 0)
+		(void) epoll_ctl(aw_epfd, EPOLL_CTL_ADD, s, &ev);
 	return 0;
 }
 

@@ -205,7 +205,7 @@ aw_spi_text(HeapTuple tuple, TupleDesc desc, int col, MemoryContext cxt)
 /*
  * aw_queue_claim
  *		Marks the given row versions in flight and returns them with their
- *		webhook's URL and secret.  They were locked by aw_queue_candidates in
+ *		webhook's URL and secret (a row whose webhook is gone is left alone).  They were locked by aw_queue_candidates in
  *		this same transaction, so they are still pending and unclaimed; the
  *		statement says nothing else about them, so that the only plan is a
  *		TID scan.
@@ -222,18 +222,20 @@ aw_queue_claim(const ItemPointerData *tids, int n, MemoryContext cxt, AwClaim **
 	{
 		Oid			types[1] = {TIDARRAYOID};
 
+		/*
+		 * Joined with its webhook: a delivery whose webhook was deleted in
+		 * the meantime is not claimed (the sweep fails it).
+		 */
 		aw_plan_claim = aw_prepare(
-								   "WITH c AS ("
-								   "  UPDATE aloro_webhook.deliveries d SET claimed_at = now() "
-								   "   WHERE d.ctid = ANY ($1) "
-								   "  RETURNING d.ctid, d.id, d.webhook_id, d.body, d.attempts, d.budget_start, d.test) "
-								   "SELECT c.id, c.webhook_id, c.body, c.attempts, c.budget_start, c.test, "
-								   "       w.id IS NOT NULL, w.url, w.secret, c.ctid "
-								   "  FROM c LEFT JOIN aloro_webhook.webhooks w ON w.id = c.webhook_id",
+								   "UPDATE aloro_webhook.deliveries d SET claimed_at = now() "
+								   "  FROM aloro_webhook.webhooks w "
+								   " WHERE d.ctid = ANY ($1) AND w.id = d.webhook_id "
+								   "RETURNING d.id, d.webhook_id, d.body, d.attempts, d.budget_start, "
+								   "          w.url, w.secret, d.ctid",
 								   1, types);
 	}
 	args[0] = aw_tid_array(tids, n);
-	if (SPI_execute_plan(aw_plan_claim, args, NULL, false, 0) != SPI_OK_SELECT)
+	if (SPI_execute_plan(aw_plan_claim, args, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
 		elog(ERROR, "could not claim deliveries");
 	got = SPI_processed;
 	for (uint64 i = 0; i < got; i++)
@@ -251,11 +253,9 @@ aw_queue_claim(const ItemPointerData *tids, int n, MemoryContext cxt, AwClaim **
 		c->body = aw_spi_text(t, desc, 3, rcxt);
 		c->attempts = DatumGetInt32(SPI_getbinval(t, desc, 4, &isnull));
 		c->budget_start = DatumGetInt32(SPI_getbinval(t, desc, 5, &isnull));
-		c->test = DatumGetBool(SPI_getbinval(t, desc, 6, &isnull));
-		c->webhook_exists = DatumGetBool(SPI_getbinval(t, desc, 7, &isnull));
-		c->url = aw_spi_text(t, desc, 8, rcxt);
-		c->secret = aw_spi_text(t, desc, 9, rcxt);
-		ItemPointerCopy((ItemPointer) DatumGetPointer(SPI_getbinval(t, desc, 10, &isnull)), &c->ctid);
+		c->url = aw_spi_text(t, desc, 6, rcxt);
+		c->secret = aw_spi_text(t, desc, 7, rcxt);
+		ItemPointerCopy((ItemPointer) DatumGetPointer(SPI_getbinval(t, desc, 8, &isnull)), &c->ctid);
 		claims[i] = c;
 	}
 	return (int) got;
@@ -336,6 +336,7 @@ aw_record_args(AwResult **results, int n, Datum *args)
 	Datum	   *hooks = palloc(sizeof(Datum) * n);
 	Datum	   *tids = palloc(sizeof(Datum) * n);
 	int			dims[1] = {n};
+
 	int			lbs[1] = {1};
 
 	for (int i = 0; i < n; i++)
@@ -391,7 +392,7 @@ aw_record_args(AwResult **results, int n, Datum *args)
 	"  INSERT INTO aloro_webhook.delivery_attempts " \
 	"         (delivery_id, attempt, started_at, duration_ms, http_status, error, response_body) " \
 	"  SELECT r.id, r.attempt, r.started_at, r.duration_ms, r.http_status, r.error, r.response_body " \
-	"    FROM r WHERE r.record_attempt " \
+	"    FROM r WHERE r.record_attempt AND $13 " \
 	"  ON CONFLICT (delivery_id, attempt) DO NOTHING), " \
 	/* a retry is pointless once the webhook is deleted */ \
 	"s AS (" \
@@ -414,14 +415,14 @@ aw_record_args(AwResult **results, int n, Datum *args)
 static SPIPlanPtr
 aw_record_plan(bool by_id)
 {
-	Oid			types[12] = {INT8ARRAYOID, INT4ARRAYOID, TIMESTAMPTZARRAYOID, INT4ARRAYOID,
+	Oid			types[13] = {INT8ARRAYOID, INT4ARRAYOID, TIMESTAMPTZARRAYOID, INT4ARRAYOID,
 		INT4ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID,
-	TIMESTAMPTZARRAYOID, BOOLARRAYOID, INT8ARRAYOID, TIDARRAYOID};
+	TIMESTAMPTZARRAYOID, BOOLARRAYOID, INT8ARRAYOID, TIDARRAYOID, BOOLOID};
 	SPIPlanPtr *plan = by_id ? &aw_plan_record_by_id : &aw_plan_record;
 
 	if (*plan == NULL)
 		*plan = aw_prepare(psprintf(AW_RECORD_SQL, by_id ? "true" : "d.ctid = ANY ($12)"),
-						   12, types);
+						   13, types);
 	return *plan;
 }
 
@@ -436,16 +437,18 @@ aw_int64_cmp(const void *a, const void *b)
 
 /*
  * Records results[0..n): by the claimed row versions, then, one by one and
- * by id, whatever was not found that way.
+ * by id, whatever was not found that way.  Without with_attempts only the
+ * deliveries' state is written, not the attempt rows.
  */
 static void
-aw_record_batch(AwResult **results, int n)
+aw_record_batch(AwResult **results, int n, bool with_attempts)
 {
-	Datum		args[12];
+	Datum		args[13];
 	int64	   *found;
 	uint64		nfound;
 
 	aw_record_args(results, n, args);
+	args[12] = BoolGetDatum(with_attempts);
 	if (SPI_execute_plan(aw_record_plan(false), args, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
 		elog(ERROR, "could not record delivery attempts");
 	nfound = SPI_processed;
@@ -465,6 +468,7 @@ aw_record_batch(AwResult **results, int n)
 		if (bsearch(&results[i]->id, found, nfound, sizeof(int64), aw_int64_cmp) != NULL)
 			continue;
 		aw_record_args(&results[i], 1, args);
+		args[12] = BoolGetDatum(with_attempts);
 		if (SPI_execute_plan(aw_record_plan(true), args, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
 			elog(ERROR, "could not record delivery attempts");
 	}
@@ -496,29 +500,13 @@ aw_error_is_transient(int sqlerrcode)
 	}
 }
 
-/* forgets the saved record plan, in case it is what failed */
-static void
-aw_forget_record_plan(void)
-{
-	if (aw_plan_record != NULL)
-	{
-		SPI_freeplan(aw_plan_record);
-		aw_plan_record = NULL;
-	}
-	if (aw_plan_record_by_id != NULL)
-	{
-		SPI_freeplan(aw_plan_record_by_id);
-		aw_plan_record_by_id = NULL;
-	}
-}
-
 /*
  * aw_record_guarded
  *		Records results[0..n) in a subtransaction.  On failure rolls it back,
  *		warns when warn is set, and returns false.
  */
 static bool
-aw_record_guarded(AwResult **results, int n, bool warn)
+aw_record_guarded(AwResult **results, int n, bool with_attempts, const char *failing)
 {
 	MemoryContext cxt = CurrentMemoryContext;
 	ResourceOwner owner = CurrentResourceOwner;
@@ -527,7 +515,7 @@ aw_record_guarded(AwResult **results, int n, bool warn)
 	BeginInternalSubTransaction(NULL);
 	PG_TRY();
 	{
-		aw_record_batch(results, n);
+		aw_record_batch(results, n, with_attempts);
 		ReleaseCurrentSubTransaction();
 	}
 	PG_CATCH();
@@ -544,56 +532,18 @@ aw_record_guarded(AwResult **results, int n, bool warn)
 		}
 		FlushErrorState();
 		RollbackAndReleaseCurrentSubTransaction();
-		if (warn)
+		if (failing != NULL)
 			ereport(WARNING,
 					(errmsg("aloro_webhook could not record attempt %d of delivery " INT64_FORMAT ": %s",
 							results[0]->attempt, results[0]->id, edata->message),
-					 errhint("The delivery is released, to be sent again; fix what refused the write.")));
+					 errhint("%s", failing)));
 		FreeErrorData(edata);
 		ok = false;
 	}
 	PG_END_TRY();
 	MemoryContextSwitchTo(cxt);
 	CurrentResourceOwner = owner;
-	if (!ok)
-		aw_forget_record_plan();
 	return ok;
-}
-
-/*
- * aw_release_one
- *		A result that cannot be written: at least take the delivery out of
- *		flight, so that it is sent again instead of waiting for a restart.
- */
-static void
-aw_release_one(int64 id)
-{
-	MemoryContext cxt = CurrentMemoryContext;
-	ResourceOwner owner = CurrentResourceOwner;
-
-	BeginInternalSubTransaction(NULL);
-	PG_TRY();
-	{
-		Oid			types[1] = {INT8OID};
-		Datum		args[1] = {Int64GetDatum(id)};
-
-		SPI_execute_with_args("UPDATE aloro_webhook.deliveries SET claimed_at = NULL "
-							  "WHERE id = $1 AND claimed_at IS NOT NULL",
-							  1, types, args, NULL, false, 0);
-		ReleaseCurrentSubTransaction();
-	}
-	PG_CATCH();
-	{
-		MemoryContextSwitchTo(cxt);
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		ereport(WARNING,
-				(errmsg("aloro_webhook could not release delivery " INT64_FORMAT, id),
-				 errhint("It stays in flight until the worker restarts.")));
-	}
-	PG_END_TRY();
-	MemoryContextSwitchTo(cxt);
-	CurrentResourceOwner = owner;
 }
 
 /*
@@ -601,19 +551,25 @@ aw_release_one(int64 id)
  *		Writes the outcome of finished requests.  The batch goes in one
  *		statement inside a subtransaction; if that fails (say, a constraint a
  *		user added to the history table), each result is retried on its own so
- *		that one bad row cannot block or re-send the others; a row that still
- *		cannot be written is at least released, to be sent again.  Transient
- *		errors (a lock timeout, a cancel) are thrown on: the caller retries the
- *		whole batch later.
+ *		that one bad row cannot block or re-send the others; a result whose
+ *		attempt row is refused still moves its delivery on (next attempt on
+ *		schedule, or finished).  Transient errors (a lock timeout, a cancel)
+ *		are thrown on: the caller retries the whole batch later.
  */
 void
 aw_queue_record(AwResult **results, int n)
 {
 	if (n == 0)
 		return;
-	if (aw_record_guarded(results, n, n == 1))
+	if (n > 1 && aw_record_guarded(results, n, true, NULL))
 		return;
 	for (int i = 0; i < n; i++)
-		if (n == 1 || !aw_record_guarded(&results[i], 1, true))
-			aw_release_one(results[i]->id);
+	{
+		if (aw_record_guarded(&results[i], 1, true,
+							  "The delivery's state is written without this attempt's row."))
+			continue;
+		/* the attempt row is what is refused: keep the delivery on schedule */
+		aw_record_guarded(&results[i], 1, false,
+						  "The delivery stays in flight until the worker restarts, and is then sent again.");
+	}
 }

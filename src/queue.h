@@ -24,8 +24,6 @@ typedef struct AwClaim
 	char	   *body;
 	int			attempts;		/* made before this one */
 	int			budget_start;	/* attempts made before the current round */
-	bool		test;
-	bool		webhook_exists;
 	char	   *url;
 	char	   *secret;
 } AwClaim;

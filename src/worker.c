@@ -25,8 +25,9 @@
  * else, a cancel, a full disk) is rolled back and retried after a pause;
  * the finished attempts it was recording are kept until they are written,
  * and what it had claimed is simply not sent.  Requests in flight carry on
- * meanwhile.  An error anywhere else ends the worker, which the postmaster
- * restarts; start-up then makes whatever was in flight due again.
+ * meanwhile.  A cancel outside a turn has nothing to cancel and is ignored.
+ * An error anywhere else ends the worker, which the postmaster restarts;
+ * start-up then makes whatever was in flight due again.
  *
  * AW_WORKER_READY
  *
@@ -36,7 +37,6 @@
  */
 #include "aloro_webhook.h"
 
-#include <math.h>
 #include <setjmp.h>
 
 #include "access/xact.h"
@@ -47,13 +47,13 @@
 #include "postmaster/interrupt.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
-#include "storage/lwlock.h"
 #include "storage/proc.h"
 #include "tcop/tcopprot.h"
 #include "utils/guc.h"
 #include "utils/hsearch.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
+#include "utils/timeout.h"
 #include "utils/timestamp.h"
 
 #include "http.h"
@@ -67,25 +67,28 @@
 #define AW_MAX_CLAIM_ROUNDS 16
 /* finished requests held at most, waiting to be recorded */
 #define AW_MAX_DONE 5000
-
-typedef struct AwSlots
-{
-	int64		webhook_id;		/* hash key */
-	int			in_flight;
-} AwSlots;
+/* claims started after one turn at most */
+#define AW_MAX_START 10000
 
 /* what the worker is doing, for the error handler */
 typedef enum AwPhase
 {
 	AW_PHASE_IDLE,				/* waiting, or driving libcurl */
 	AW_PHASE_TURN,				/* in a turn's transaction: an error rolls it back */
-	AW_PHASE_STARTING			/* putting claimed requests in flight */
+	AW_PHASE_SWEEP,				/* in the sweep's transaction: an error is only logged */
+	AW_PHASE_STARTING			/* putting committed claims in flight */
 } AwPhase;
+
+/* requests to one webhook, in flight or claimed in the current turn */
+typedef struct AwUse
+{
+	int64		webhook_id;		/* hash key */
+	int			n;
+} AwUse;
 
 static volatile sig_atomic_t aw_got_sigterm = false;
 static AwPhase aw_phase = AW_PHASE_IDLE;
 
-static HTAB *aw_slots = NULL;	/* webhook -> requests in flight */
 static MemoryContext aw_request_cxt = NULL;
 static MemoryContext aw_turn_cxt = NULL;
 
@@ -98,16 +101,12 @@ static int	aw_ndone = 0;
 static AwClaim **aw_to_start = NULL;
 static int	aw_nto_start = 0;
 
-/* claimed deliveries resolved without a request (webhook gone), this turn */
-static AwResult **aw_orphans = NULL;
-static AwClaim **aw_orphan_claims = NULL;
-static int	aw_norphans = 0;
-
 static Oid	aw_extension_oid = InvalidOid;	/* the extension whose queue we work on */
 static bool aw_said_waiting = false;
 static bool aw_have_next_due = false;
 static TimestampTz aw_next_due = 0;
 static TimestampTz aw_retry_at = 0;	/* after a failed turn, no turn before */
+static TimestampTz aw_last_turn = 0;
 static TimestampTz aw_last_sweep = 0;
 
 /* what connections kept alive were checked against, to notice a change */
@@ -138,39 +137,55 @@ aw_cap(void)
 	return Max(1, Min(aw_max_in_flight, aw_http_fd_cap()));
 }
 
-static AwSlots *
-aw_slot(int64 webhook_id, bool create)
+static void
+aw_use_add(HTAB *use, int64 webhook_id, int n)
 {
 	bool		found;
-	AwSlots    *s = hash_search(aw_slots, &webhook_id, create ? HASH_ENTER : HASH_FIND, &found);
+	AwUse	   *u = hash_search(use, &webhook_id, HASH_ENTER, &found);
 
-	if (create && !found)
-		s->in_flight = 0;
-	return s;
+	u->n = (found ? u->n : 0) + n;
 }
 
 static void
-aw_slot_release(int64 webhook_id)
+aw_use_from_http(int64 webhook_id, int n, void *arg)
 {
-	AwSlots    *s = aw_slot(webhook_id, false);
+	aw_use_add((HTAB *) arg, webhook_id, n);
+}
 
-	if (s != NULL && --s->in_flight <= 0)
-		hash_search(aw_slots, &webhook_id, HASH_REMOVE, NULL);
+/*
+ * Requests per webhook: those in flight (counted by the HTTP client where
+ * they start and end) plus those claimed in this turn.  Derived each time,
+ * so no failed turn can leave a count behind.
+ */
+static HTAB *
+aw_use_now(void)
+{
+	HASHCTL		ctl;
+	HTAB	   *use;
+
+	ctl.keysize = sizeof(int64);
+	ctl.entrysize = sizeof(AwUse);
+	ctl.hcxt = aw_turn_cxt;
+	use = hash_create("aloro_webhook use", 64, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	aw_http_each_webhook(aw_use_from_http, use);
+	for (int i = 0; i < aw_nto_start; i++)
+		aw_use_add(use, aw_to_start[i]->webhook_id, 1);
+	return use;
 }
 
 /* the webhooks at their per-webhook cap, into out[]; returns how many */
 static int
-aw_saturated(int64 **out)
+aw_saturated(HTAB *use, int64 **out)
 {
 	HASH_SEQ_STATUS seq;
-	AwSlots    *s;
+	AwUse	   *u;
 	int			n = 0;
 
-	*out = palloc(sizeof(int64) * Max(hash_get_num_entries(aw_slots), 1));
-	hash_seq_init(&seq, aw_slots);
-	while ((s = hash_seq_search(&seq)) != NULL)
-		if (s->in_flight >= aw_max_in_flight_per_webhook)
-			(*out)[n++] = s->webhook_id;
+	*out = MemoryContextAlloc(aw_turn_cxt, sizeof(int64) * Max(hash_get_num_entries(use), 1));
+	hash_seq_init(&seq, use);
+	while ((u = hash_seq_search(&seq)) != NULL)
+		if (u->n >= aw_max_in_flight_per_webhook)
+			(*out)[n++] = u->webhook_id;
 	return n;
 }
 
@@ -203,25 +218,6 @@ aw_decide(AwResult *r, AwClaim *c)
 	}
 }
 
-/* a claimed delivery whose webhook is gone: failed, without an attempt */
-static void
-aw_resolve_orphan(AwClaim *c)
-{
-	MemoryContext old = MemoryContextSwitchTo(c->cxt);
-	AwResult   *r = palloc0(sizeof(AwResult));
-
-	r->id = c->id;
-	r->webhook_id = c->webhook_id;
-	r->ctid = c->ctid;
-	r->attempt = c->attempts;
-	r->record_attempt = false;
-	r->error = psprintf("webhook " INT64_FORMAT " was deleted", c->webhook_id);
-	r->new_status = "failed";
-	MemoryContextSwitchTo(old);
-	aw_orphans[aw_norphans] = r;
-	aw_orphan_claims[aw_norphans++] = c;
-}
-
 /*
  * aw_claim_due
  *		Fills free slots with due deliveries.  Runs inside the turn's
@@ -233,6 +229,7 @@ aw_claim_due(void)
 	int			free_slots = aw_cap() - aw_http_in_flight() - aw_nto_start;
 	int			claimed = 0;
 	bool		more_due = true;
+	HTAB	   *use = aw_use_now();
 
 	/* after a policy change, nothing new starts on the old connections */
 	if (!aw_http_ready_for_new())
@@ -241,13 +238,11 @@ aw_claim_due(void)
 	for (int round = 0; round < AW_MAX_CLAIM_ROUNDS && free_slots > 0 && more_due; round++)
 	{
 		int64	   *exclude;
-		int			nexclude = aw_saturated(&exclude);
+		int			nexclude = aw_saturated(use, &exclude);
 		int			limit = Min(free_slots, Min(aw_batch_size, aw_max_in_flight_per_webhook));
 		ItemPointerData *tids = palloc(sizeof(ItemPointerData) * limit);
 		int64	   *hooks = palloc(sizeof(int64) * limit);
 		ItemPointerData *take = palloc(sizeof(ItemPointerData) * limit);
-		int64	   *take_hooks = palloc(sizeof(int64) * limit);
-		bool	   *matched = palloc0(sizeof(bool) * limit);
 		AwClaim   **claims = palloc(sizeof(AwClaim *) * limit);
 		int			n;
 		int			ntake = 0;
@@ -255,61 +250,41 @@ aw_claim_due(void)
 
 		n = aw_queue_candidates(limit, exclude, nexclude, tids, hooks);
 		more_due = (n == limit);
-		/* take each candidate while its webhook has a free slot */
+		/* take each candidate while its webhook has room */
 		for (int i = 0; i < n; i++)
 		{
-			AwSlots    *s = aw_slot(hooks[i], true);
+			bool		found;
+			AwUse	   *u = hash_search(use, &hooks[i], HASH_ENTER, &found);
 
-			if (s->in_flight >= aw_max_in_flight_per_webhook)
+			if (!found)
+				u->n = 0;
+			if (u->n >= aw_max_in_flight_per_webhook)
 				continue;
-			s->in_flight++;
-			take[ntake] = tids[i];
-			take_hooks[ntake++] = hooks[i];
+			u->n++;
+			take[ntake++] = tids[i];
 		}
 		if (ntake == 0)
 			continue;
 
 		nclaims = aw_queue_claim(take, ntake, aw_request_cxt, claims);
+		for (int j = 0; j < nclaims && aw_nto_start < AW_MAX_START; j++)
+			aw_to_start[aw_nto_start++] = claims[j];
+		claimed += nclaims;
+		free_slots -= nclaims;
 		if (nclaims < ntake)
 		{
-			/* give back the slots of rows that were not claimed after all */
-			for (int j = 0; j < nclaims; j++)
-				for (int i = 0; i < ntake; i++)
-					if (!matched[i] && take_hooks[i] == claims[j]->webhook_id)
-					{
-						matched[i] = true;
-						break;
-					}
-			for (int i = 0; i < ntake; i++)
-				if (!matched[i])
-					aw_slot_release(take_hooks[i]);
-		}
-		for (int j = 0; j < nclaims; j++)
-		{
-			if (!claims[j]->webhook_exists)
-			{
-				/* nothing goes out: its slot is free at once */
-				aw_slot_release(claims[j]->webhook_id);
-				aw_resolve_orphan(claims[j]);
-			}
-			else
-			{
-				aw_to_start[aw_nto_start++] = claims[j];
-				claimed++;
-			}
-			free_slots--;
+			/* some were not claimable after all: count again from what is real */
+			hash_destroy(use);
+			use = aw_use_now();
 		}
 	}
 
-	if (aw_norphans > 0)
-		aw_queue_record(aw_orphans, aw_norphans);
-
 	/* when is the next one due, among webhooks with room? */
 	aw_have_next_due = false;
-	if (free_slots > 0)
+	if (free_slots > 0 && !more_due)
 	{
 		int64	   *exclude;
-		int			nexclude = aw_saturated(&exclude);
+		int			nexclude = aw_saturated(use, &exclude);
 
 		aw_have_next_due = aw_queue_next_due(exclude, nexclude, &aw_next_due);
 		if (aw_have_next_due && claimed == 0 && aw_next_due <= GetCurrentTransactionStartTimestamp())
@@ -328,73 +303,54 @@ aw_forget(AwClaim **claims, int n)
 		MemoryContextDelete(claims[i]->cxt);
 }
 
-/* claims that will not be sent after all: their slots are free again */
-static void
-aw_unclaim(AwClaim **claims, int n)
-{
-	for (int i = 0; i < n; i++)
-		aw_slot_release(claims[i]->webhook_id);
-	aw_forget(claims, n);
-}
-
 /* the queue we worked on is gone (extension dropped, or dropped and re-created) */
 static void
 aw_detach_queue(void)
 {
 	aw_http_abandon_all();
-	for (int i = 0; i < aw_ndone; i++)
-		MemoryContextDelete(aw_done_claims[i]->cxt);
+	aw_forget(aw_done_claims, aw_ndone);
 	aw_ndone = 0;
-	hash_destroy(aw_slots);
-	aw_slots = NULL;
 	aw_queue_forget_plans();
 	aw_have_next_due = false;
 	aw_extension_oid = InvalidOid;
 }
 
-/* a queue to work on: whatever was in flight before is due again */
+/* opens a turn's transaction, with SPI and a snapshot */
 static void
-aw_attach_queue(Oid extension_oid)
+aw_begin(const char *activity)
 {
-	HASHCTL		ctl;
-	uint64		released;
-
-	if (aw_slots == NULL)
-	{
-		ctl.keysize = sizeof(int64);
-		ctl.entrysize = sizeof(AwSlots);
-		ctl.hcxt = TopMemoryContext;
-		aw_slots = hash_create("aloro_webhook slots", 64, &ctl,
-							   HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
-	}
-	released = aw_queue_release_claims();
-	aw_extension_oid = extension_oid;
-	ereport(LOG,
-			(errmsg("aloro_webhook worker is delivering webhooks from database \"%s\"",
-					aw_database_name),
-			 released > 0 ?
-			 errdetail("%llu deliveries that were in flight when the worker last stopped are due again.",
-					   (unsigned long long) released) : 0));
-}
-
-/*
- * aw_turn
- *		One short transaction: record finished attempts, claim due work.
- *		Returns after commit; what the turn recorded is forgotten only then.
- */
-static void
-aw_turn(bool claim)
-{
-	Oid			extension_oid;
-	int			recorded = 0;
-
-	aw_phase = AW_PHASE_TURN;
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	PushActiveSnapshot(GetTransactionSnapshot());
-	pgstat_report_activity(STATE_RUNNING, "aloro_webhook: recording attempts and claiming deliveries");
+	pgstat_report_activity(STATE_RUNNING, activity);
+}
+
+/* commits what aw_begin opened */
+static void
+aw_commit(void)
+{
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+}
+
+/*
+ * aw_turn
+ *		One short transaction: record finished attempts, claim due work.
+ *		What the turn recorded is forgotten, and what it claimed is started,
+ *		only after it commits.
+ */
+static void
+aw_turn(void)
+{
+	Oid			extension_oid;
+	Oid			attached = InvalidOid;
+	int			recorded = 0;
+
+	aw_phase = AW_PHASE_TURN;
+	aw_begin("aloro_webhook: recording attempts and claiming deliveries");
 
 	extension_oid = aw_queue_extension_oid();
 	if (extension_oid != aw_extension_oid && OidIsValid(aw_extension_oid))
@@ -409,88 +365,103 @@ aw_turn(bool claim)
 	}
 	else
 	{
+		uint64		released = 0;
+
+		/* a queue to work on: whatever was in flight before is due again */
 		if (!OidIsValid(aw_extension_oid))
 		{
-			aw_attach_queue(extension_oid);
-			aw_said_waiting = false;
-			aw_last_sweep = GetCurrentTimestamp();
-			aw_queue_fail_orphans();
-			claim = true;
-		}
-		else if (TimestampDifferenceExceeds(aw_last_sweep, GetCurrentTimestamp(), aw_idle_check_ms))
-		{
-			aw_last_sweep = GetCurrentTimestamp();
-			aw_queue_fail_orphans();
+			released = aw_queue_release_claims();
+			attached = extension_oid;
 		}
 		if (aw_ndone > 0)
 		{
 			for (int i = 0; i < aw_ndone; i++)
-				if (aw_done[i]->record_attempt)
-					aw_decide(aw_done[i], aw_done_claims[i]);
+				aw_decide(aw_done[i], aw_done_claims[i]);
 			aw_queue_record(aw_done, aw_ndone);
 			recorded = aw_ndone;
 		}
-		if (claim)
-			aw_claim_due();
+		aw_claim_due();
+		if (OidIsValid(attached))
+			ereport(LOG,
+					(errmsg("aloro_webhook worker is delivering webhooks from database \"%s\"",
+							aw_database_name),
+					 released > 0 ?
+					 errdetail("%llu deliveries that were in flight when the worker last stopped are due again.",
+							   (unsigned long long) released) : 0));
 	}
 
-	SPI_finish();
-	PopActiveSnapshot();
-	CommitTransactionCommand();
-	pgstat_report_stat(false);
-	pgstat_report_activity(STATE_IDLE, NULL);
-
-	/* committed: the recorded results and resolved orphans are done with */
+	aw_commit();
+	/* committed: from here on nothing may undo the turn */
+	aw_phase = AW_PHASE_STARTING;
+	if (OidIsValid(attached))
+	{
+		aw_extension_oid = attached;
+		aw_said_waiting = false;
+	}
 	aw_forget(aw_done_claims, recorded);
 	aw_ndone = 0;
-	aw_forget(aw_orphan_claims, aw_norphans);
-	aw_norphans = 0;
 
 	/* only now, outside any transaction, does the network come in */
-	aw_phase = AW_PHASE_STARTING;
 	for (int i = 0; i < aw_nto_start; i++)
 		aw_http_start(aw_to_start[i]);
 	aw_nto_start = 0;
 	aw_phase = AW_PHASE_IDLE;
+	pgstat_report_stat(false);
+	pgstat_report_activity(STATE_IDLE, NULL);
 }
 
 /*
  * aw_turn_failed
  *		After an error in a turn's transaction, which the caller rolled back:
  *		what it claimed was not claimed after all; what it was recording is
- *		still to be recorded, at the next turn.
+ *		still to be recorded, at the next turn, after a pause.
  */
 static void
 aw_turn_failed(void)
 {
-	aw_unclaim(aw_to_start, aw_nto_start);
+	aw_forget(aw_to_start, aw_nto_start);
 	aw_nto_start = 0;
-	aw_forget(aw_orphan_claims, aw_norphans);
-	aw_norphans = 0;
-	aw_have_next_due = false;
 	aw_retry_at = GetCurrentTimestamp() + AW_RETRY_MS * 1000;
-	/* saved plans may be what failed */
-	aw_queue_forget_plans();
+	aw_have_next_due = true;
+	aw_next_due = aw_retry_at;
 }
 
-/* on shutdown: what was in flight is due again, at once */
+/*
+ * aw_sweep
+ *		Now and then, in a transaction of its own: fail waiting deliveries of
+ *		deleted webhooks that a race let through.
+ */
+static void
+aw_sweep(void)
+{
+	aw_phase = AW_PHASE_SWEEP;
+	aw_begin("aloro_webhook: failing deliveries of deleted webhooks");
+	aw_queue_fail_orphans();
+	aw_commit();
+	aw_last_sweep = GetCurrentTimestamp();
+	aw_phase = AW_PHASE_IDLE;
+	pgstat_report_activity(STATE_IDLE, NULL);
+}
+
+/*
+ * On shutdown: record what finished, then make what is still in flight due
+ * again, at once.  Best effort: start-up releases whatever this leaves.
+ */
 static void
 aw_release_on_exit(void)
 {
-	if (!OidIsValid(aw_extension_oid) || aw_http_in_flight() == 0)
+	if (!OidIsValid(aw_extension_oid))
 		return;
 	aw_http_abandon_all();
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	if (SPI_connect() == SPI_OK_CONNECT)
+	aw_begin("aloro_webhook: stopping");
+	if (aw_queue_extension_oid() == aw_extension_oid)
 	{
-		PushActiveSnapshot(GetTransactionSnapshot());
-		if (aw_queue_extension_oid() == aw_extension_oid)
-			aw_queue_release_claims();
-		SPI_finish();
-		PopActiveSnapshot();
+		for (int i = 0; i < aw_ndone; i++)
+			aw_decide(aw_done[i], aw_done_claims[i]);
+		aw_queue_record(aw_done, aw_ndone);
+		aw_queue_release_claims();
 	}
-	CommitTransactionCommand();
+	aw_commit();
 }
 
 /* how long to sleep: until libcurl, the next due delivery, a retry or the idle check */
@@ -507,13 +478,7 @@ aw_sleep_ms(TimestampTz now)
 	else if (aw_ndone > 0 || (aw_http_results_waiting() && aw_ndone < AW_MAX_DONE))
 		timeout = 0;
 	if (aw_have_next_due)
-	{
-		long		due_ms = aw_next_due <= now ? 0 :
-			(long) ((aw_next_due - now + 999) / 1000);
-
-		timeout = Min(timeout, Max(due_ms, aw_retry_at > now ?
-								   (long) ((aw_retry_at - now + 999) / 1000) : 0));
-	}
+		timeout = Min(timeout, aw_next_due <= now ? 0 : (long) ((aw_next_due - now + 999) / 1000));
 	return Max(timeout, 0);
 }
 
@@ -524,16 +489,37 @@ aw_sleep_ms(TimestampTz now)
 static void
 aw_recover(void)
 {
+	bool		canceled;
+
+	/* what PostgresMain's handler resets: the context stack, the timeouts */
+	error_context_stack = NULL;
 	HOLD_INTERRUPTS();
+	disable_all_timeouts(false);
 	QueryCancelPending = false;
+	canceled = geterrcode() == ERRCODE_QUERY_CANCELED;
 	EmitErrorReport();
 	/* every level: the error may come from inside a subtransaction */
 	AbortOutOfAnyTransaction();
 	MemoryContextSwitchTo(TopMemoryContext);
 	FlushErrorState();
-	if (aw_phase != AW_PHASE_TURN)
-		proc_exit(1);
-	aw_turn_failed();
+	switch (aw_phase)
+	{
+		case AW_PHASE_TURN:
+			aw_turn_failed();
+			break;
+		case AW_PHASE_SWEEP:
+			aw_last_sweep = GetCurrentTimestamp();	/* try again next interval */
+			break;
+		case AW_PHASE_IDLE:
+			if (canceled)
+				break;			/* nothing was running */
+			proc_exit(1);
+			break;
+		case AW_PHASE_STARTING:
+			/* committed claims half started: a restart makes them due again */
+			proc_exit(1);
+			break;
+	}
 	aw_phase = AW_PHASE_IDLE;
 	pgstat_report_activity(STATE_IDLE, NULL);
 	RESUME_INTERRUPTS();
@@ -547,7 +533,6 @@ void
 aw_worker_main(Datum main_arg)
 {
 	WaitEventSet *wes;
-	TimestampTz last_turn = 0;
 	sigjmp_buf	local_sigjmp_buf;
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
@@ -573,9 +558,7 @@ aw_worker_main(Datum main_arg)
 	aw_current_policy(aw_policy, sizeof(aw_policy));
 	aw_done = MemoryContextAlloc(TopMemoryContext, sizeof(AwResult *) * AW_MAX_DONE);
 	aw_done_claims = MemoryContextAlloc(TopMemoryContext, sizeof(AwClaim *) * AW_MAX_DONE);
-	aw_to_start = MemoryContextAlloc(TopMemoryContext, sizeof(AwClaim *) * 10000);
-	aw_orphans = MemoryContextAlloc(TopMemoryContext, sizeof(AwResult *) * 10000);
-	aw_orphan_claims = MemoryContextAlloc(TopMemoryContext, sizeof(AwClaim *) * 10000);
+	aw_to_start = MemoryContextAlloc(TopMemoryContext, sizeof(AwClaim *) * AW_MAX_START);
 
 	wes = CreateWaitEventSet(TopMemoryContext, 3);
 	AddWaitEventToSet(wes, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
@@ -589,7 +572,7 @@ aw_worker_main(Datum main_arg)
 			 errdetail("It works in database \"%s\" and keeps up to %d requests in flight.",
 					   aw_database_name, aw_cap())));
 
-	/* errors in a turn come back here (see aw_recover) */
+	/* errors come back here (see aw_recover) */
 	if (sigsetjmp(local_sigjmp_buf, 1) != 0)
 		aw_recover();
 	PG_exception_stack = &local_sigjmp_buf;
@@ -602,7 +585,6 @@ aw_worker_main(Datum main_arg)
 		WaitEvent	events[3];
 		int			nevents;
 		bool		woken = false;
-		bool		due;
 		TimestampTz now = GetCurrentTimestamp();
 
 		nevents = WaitEventSetWait(wes, aw_sleep_ms(now), events, lengthof(events), PG_WAIT_EXTENSION);
@@ -612,6 +594,8 @@ aw_worker_main(Datum main_arg)
 				ResetLatch(MyLatch);
 				woken = true;
 			}
+		/* no statement runs here: a cancel has nothing to cancel */
+		QueryCancelPending = false;
 		CHECK_FOR_INTERRUPTS();
 		if (aw_got_sigterm)
 			break;
@@ -632,27 +616,28 @@ aw_worker_main(Datum main_arg)
 		MemoryContextReset(aw_turn_cxt);
 		MemoryContextSwitchTo(aw_turn_cxt);
 
-		/* let libcurl move; collect what finished, which frees its slot */
+		/* let libcurl move; collect what finished */
 		if (aw_ndone < AW_MAX_DONE)
-		{
-			int			n = aw_http_drive(aw_done + aw_ndone, aw_done_claims + aw_ndone,
-										  Min(aw_batch_size, AW_MAX_DONE - aw_ndone));
-
-			for (int i = aw_ndone; i < aw_ndone + n; i++)
-				aw_slot_release(aw_done_claims[i]->webhook_id);
-			aw_ndone += n;
-		}
+			aw_ndone += aw_http_drive(aw_done + aw_ndone, aw_done_claims + aw_ndone,
+									  Min(aw_batch_size, AW_MAX_DONE - aw_ndone));
 
 		now = GetCurrentTimestamp();
-		due = woken || (aw_have_next_due && aw_next_due <= now) ||
-			TimestampDifferenceExceeds(last_turn, now, aw_idle_check_ms);
-		if ((aw_ndone > 0 || due) && now >= aw_retry_at)
+		if (woken && aw_retry_at > now)
 		{
-			aw_turn(due || aw_ndone > 0);
-			last_turn = now;
+			/* woken during the pause after a failed turn: come back after it */
+			aw_have_next_due = true;
+			aw_next_due = aw_retry_at;
 		}
-		else if (woken)
-			aw_have_next_due = true, aw_next_due = Max(aw_next_due, aw_retry_at);
+		if (now >= aw_retry_at &&
+			(woken || aw_ndone > 0 || (aw_have_next_due && aw_next_due <= now) ||
+			 TimestampDifferenceExceeds(aw_last_turn, now, aw_idle_check_ms)))
+		{
+			aw_last_turn = now;
+			aw_turn();
+		}
+		if (OidIsValid(aw_extension_oid) && aw_phase == AW_PHASE_IDLE &&
+			TimestampDifferenceExceeds(aw_last_sweep, now, aw_idle_check_ms))
+			aw_sweep();
 		MemoryContextSwitchTo(TopMemoryContext);
 	}
 

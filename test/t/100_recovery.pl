@@ -88,7 +88,81 @@ ok($pid, 'the delivery worker runs');
 }
 
 # ---------------------------------------------------------------------------
-# 3. Corrupt bookkeeping is refused; it cannot reach the worker
+# 3. The queue itself is locked while deliveries come due (what CREATE INDEX
+#    takes): claims fail turn after turn; the worker neither crashes nor loses
+#    slots (with room for only two requests to the webhook)
+# ---------------------------------------------------------------------------
+{
+	my $started = $node->safe_psql('postgres', 'SELECT pg_postmaster_start_time()');
+	aw_set($node, 'aloro_webhook.max_in_flight_per_webhook' => '2');
+	add_webhook($node, "$rcv->{url}/ok?case=queue-locked", tag => 'asst_qlocked');
+	my $locker = $node->background_psql('postgres');
+	$locker->query_safe('BEGIN');
+	$locker->query_safe('LOCK TABLE aloro_webhook.deliveries IN SHARE MODE');
+	# ending calls needs the lock too: queue them first, in a session that waits
+	my $ender = $node->background_psql('postgres');
+	$ender->query_until(qr/sent/, q{
+		\echo sent
+		INSERT INTO aloro_webhook.calls (id, status, assistant_id)
+		SELECT 'call_qlocked_' || g, 'completed', 'asst_qlocked' FROM generate_series(1, 5) g;
+	});
+	my $before = () = slurp_file($node->logfile) =~ /lock timeout/g;
+	$locker->query_safe('COMMIT');
+	$ender->quit;
+	# now lock again while they are due, until two turns have failed on it
+	$locker->query_safe('BEGIN');
+	$locker->query_safe('LOCK TABLE aloro_webhook.deliveries IN SHARE MODE');
+	ok(wait_until(sub { my $n = () = slurp_file($node->logfile) =~ /lock timeout/g; $n >= $before + 2 }, 20,
+			'two turns to fail on the locked queue'),
+		'queue locked: turns fail on the lock');
+	$locker->query_safe('COMMIT');
+	$locker->quit;
+	ok(poll_until($node,
+			"SELECT count(*) FILTER (WHERE status = 'succeeded') = 5 AND count(*) = 5
+			   FROM aloro_webhook.deliveries WHERE call_id LIKE 'call\_qlocked\_%'", 't', 30),
+		'queue locked: all five deliveries go out through two slots afterwards');
+	is(worker_pid($node), $pid, 'queue locked: the same worker carried on');
+	is($node->safe_psql('postgres', 'SELECT pg_postmaster_start_time()'), $started,
+		'queue locked: no crash, no cluster restart');
+	aw_set($node, 'aloro_webhook.max_in_flight_per_webhook' => undef);
+}
+
+# ---------------------------------------------------------------------------
+# 4. An attempt row that a user's constraint refuses: the delivery still moves
+#    on its schedule (no resend loop) and ends
+# ---------------------------------------------------------------------------
+{
+	$node->safe_psql('postgres',
+		"ALTER TABLE aloro_webhook.delivery_attempts
+		   ADD CONSTRAINT no_errors_please CHECK (error IS NULL) NOT VALID");
+	add_webhook($node, "$rcv->{url}/status/500?case=refused-row", tag => 'asst_refused');
+	my $did = end_call($node, 'call_refused_row', tag => 'asst_refused');
+	ok(poll_until($node, "SELECT status FROM aloro_webhook.deliveries WHERE id = $did", 'failed', 30),
+		'refused row: the delivery ends failed after its schedule');
+	my $sent = scalar(requests_for($rcv, $did));
+	ok($sent >= 5 && $sent <= 6, "refused row: sent once per scheduled attempt, not in a loop (sent $sent)");
+	like(slurp_file($node->logfile), qr/could not record attempt \d+ of delivery $did/,
+		'refused row: the refusal is in the server log');
+	$node->safe_psql('postgres',
+		'ALTER TABLE aloro_webhook.delivery_attempts DROP CONSTRAINT no_errors_please');
+	is(worker_pid($node), $pid, 'refused row: the same worker carried on');
+}
+
+# ---------------------------------------------------------------------------
+# 5. A cancel while the worker is idle has nothing to cancel
+# ---------------------------------------------------------------------------
+{
+	$node->safe_psql('postgres',
+		"SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE backend_type = 'aloro_webhook worker'");
+	add_webhook($node, "$rcv->{url}/ok?case=idle-cancel", tag => 'asst_idle_cancel');
+	my $did = end_call($node, 'call_idle_cancel', tag => 'asst_idle_cancel');
+	ok(poll_until($node, "SELECT status FROM aloro_webhook.deliveries WHERE id = $did", 'succeeded', 30),
+		'idle cancel: deliveries still go out');
+	is(worker_pid($node), $pid, 'idle cancel: the same worker, not a restart');
+}
+
+# ---------------------------------------------------------------------------
+# 6. Corrupt bookkeeping is refused; it cannot reach the worker
 # ---------------------------------------------------------------------------
 {
 	my $wh = add_webhook($node, "$rcv->{url}/status/503?case=corrupt", tag => 'asst_corrupt');
