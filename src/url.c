@@ -263,6 +263,8 @@ static const char *const aw_nonpublic[] = {
 	"2001::/23", "2001:db8::/32", "2002::/16", "fc00::/7", "fe80::/10", "fec0::/10",
 	"ff00::/8",
 };
+static AwNetwork aw_nonpublic_nets[lengthof(aw_nonpublic)];
+static bool aw_nonpublic_parsed = false;
 
 /*
  * aw_address_allowed
@@ -303,11 +305,15 @@ aw_address_allowed(const struct sockaddr *sa, char *why, size_t whylen)
 			if (aw_in_network(addr, &aw_allowed->nets[i]))
 				return true;
 
+	if (!aw_nonpublic_parsed)
+	{
+		for (size_t i = 0; i < lengthof(aw_nonpublic); i++)
+			aw_parse_cidr(aw_nonpublic[i], &aw_nonpublic_nets[i]);
+		aw_nonpublic_parsed = true;
+	}
 	for (size_t i = 0; i < lengthof(aw_nonpublic); i++)
 	{
-		AwNetwork	net;
-
-		if (aw_parse_cidr(aw_nonpublic[i], &net) && aw_in_network(addr, &net))
+		if (aw_in_network(addr, &aw_nonpublic_nets[i]))
 		{
 			blocked = aw_nonpublic[i];
 			break;

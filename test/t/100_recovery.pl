@@ -95,36 +95,36 @@ ok($pid, 'the delivery worker runs');
 {
 	my $started = $node->safe_psql('postgres', 'SELECT pg_postmaster_start_time()');
 	aw_set($node, 'aloro_webhook.max_in_flight_per_webhook' => '2');
+	# the first attempt is due 3 s after queuing: time to lock the queue first
+	aw_set($node, 'aloro_webhook.retry_schedule' => '3s, 200ms, 200ms');
 	add_webhook($node, "$rcv->{url}/ok?case=queue-locked", tag => 'asst_qlocked');
+	my @ids = end_calls($node, 'call_qlocked', 5, tag => 'asst_qlocked');
+	is(scalar(@ids), 5, 'queue locked: five deliveries queued, due in 3 s');
+	my $in = join(',', @ids);
+	my $before = () = slurp_file($node->logfile) =~ /lock timeout/g;
+
 	my $locker = $node->background_psql('postgres');
 	$locker->query_safe('BEGIN');
 	$locker->query_safe('LOCK TABLE aloro_webhook.deliveries IN SHARE MODE');
-	# ending calls needs the lock too: queue them first, in a session that waits
-	my $ender = $node->background_psql('postgres');
-	$ender->query_until(qr/sent/, q{
-		\echo sent
-		INSERT INTO aloro_webhook.calls (id, status, assistant_id)
-		SELECT 'call_qlocked_' || g, 'completed', 'asst_qlocked' FROM generate_series(1, 5) g;
-	});
-	my $before = () = slurp_file($node->logfile) =~ /lock timeout/g;
-	$locker->query_safe('COMMIT');
-	$ender->quit;
-	# now lock again while they are due, until two turns have failed on it
-	$locker->query_safe('BEGIN');
-	$locker->query_safe('LOCK TABLE aloro_webhook.deliveries IN SHARE MODE');
-	ok(wait_until(sub { my $n = () = slurp_file($node->logfile) =~ /lock timeout/g; $n >= $before + 2 }, 20,
+	ok(wait_until(sub { my $n = () = slurp_file($node->logfile) =~ /lock timeout/g; $n >= $before + 2 }, 30,
 			'two turns to fail on the locked queue'),
-		'queue locked: turns fail on the lock');
+		'queue locked: turns fail on the lock once the deliveries are due');
+	is($node->safe_psql('postgres',
+			"SELECT count(*) FROM aloro_webhook.deliveries WHERE id IN ($in) AND attempts > 0"),
+		'0', 'queue locked: nothing claimed while the lock is held');
 	$locker->query_safe('COMMIT');
 	$locker->quit;
 	ok(poll_until($node,
-			"SELECT count(*) FILTER (WHERE status = 'succeeded') = 5 AND count(*) = 5
-			   FROM aloro_webhook.deliveries WHERE call_id LIKE 'call\_qlocked\_%'", 't', 30),
-		'queue locked: all five deliveries go out through two slots afterwards');
+			"SELECT bool_and(status = 'succeeded') FROM aloro_webhook.deliveries WHERE id IN ($in)",
+			't', 30),
+		'queue locked: all five go out through two slots afterwards');
+	is(scalar(grep { $_->{path} =~ /case=queue-locked/ } receiver_log($rcv)), 5,
+		'queue locked: each sent once');
 	is(worker_pid($node), $pid, 'queue locked: the same worker carried on');
 	is($node->safe_psql('postgres', 'SELECT pg_postmaster_start_time()'), $started,
 		'queue locked: no crash, no cluster restart');
 	aw_set($node, 'aloro_webhook.max_in_flight_per_webhook' => undef);
+	aw_set($node, 'aloro_webhook.retry_schedule' => undef);
 }
 
 # ---------------------------------------------------------------------------
