@@ -366,6 +366,41 @@ $$;
 COMMENT ON FUNCTION aloro_webhook.create_webhook(text, text, boolean, boolean, text, text, text) IS
 	'inserts a webhook and returns its id';
 
+-- Refuses an unknown webhook id with the same message everywhere.
+CREATE FUNCTION aloro_webhook._webhook_must_exist(webhook_id bigint)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	PERFORM 1 FROM aloro_webhook.webhooks w WHERE w.id = _webhook_must_exist.webhook_id;
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'webhook % does not exist', webhook_id
+			USING ERRCODE = 'no_data_found';
+	END IF;
+END
+$$;
+
+-- Puts finished deliveries back in line: same bodies, a fresh attempt
+-- budget, history kept.  Returns how many.
+CREATE FUNCTION aloro_webhook._requeue(delivery_ids bigint[])
+RETURNS bigint
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	WITH r AS (
+		UPDATE aloro_webhook.deliveries d
+		   SET status = 'pending',
+			   budget_start = d.attempts,
+			   next_attempt_at = now() + coalesce(aloro_webhook._retry_delay(1), '0'),
+			   finished_at = NULL,
+			   claimed_at = NULL
+		 WHERE d.id = ANY (delivery_ids)
+		   AND d.status <> 'pending'
+		RETURNING 1)
+	SELECT count(*) FROM r
+$$;
+
 CREATE FUNCTION aloro_webhook.test_webhook(webhook_id bigint)
 RETURNS bigint
 LANGUAGE plpgsql VOLATILE
@@ -379,11 +414,7 @@ BEGIN
 		RAISE EXCEPTION 'webhook_id must not be NULL'
 			USING ERRCODE = 'null_value_not_allowed';
 	END IF;
-	PERFORM 1 FROM aloro_webhook.webhooks w WHERE w.id = test_webhook.webhook_id;
-	IF NOT FOUND THEN
-		RAISE EXCEPTION 'webhook % does not exist', webhook_id
-			USING ERRCODE = 'no_data_found';
-	END IF;
+	PERFORM aloro_webhook._webhook_must_exist(test_webhook.webhook_id);
 	v_id := nextval(pg_get_serial_sequence('aloro_webhook.deliveries', 'id'));
 	INSERT INTO aloro_webhook.deliveries
 		(id, webhook_id, call_id, event, test, body, next_attempt_at)
@@ -429,13 +460,7 @@ BEGIN
 				  DETAIL = 'Only a delivery that has succeeded or failed can be sent again.',
 				  HINT = 'Wait for it to finish; its attempts are in aloro_webhook.delivery_attempts.';
 	END IF;
-	UPDATE aloro_webhook.deliveries d
-	   SET status = 'pending',
-		   budget_start = d.attempts,
-		   next_attempt_at = now() + coalesce(aloro_webhook._retry_delay(1), '0'),
-		   finished_at = NULL,
-		   claimed_at = NULL
-	 WHERE d.id = redeliver.delivery_id;
+	PERFORM aloro_webhook._requeue(ARRAY[redeliver.delivery_id]);
 	RETURN delivery_id;
 END
 $$;
@@ -450,8 +475,6 @@ RETURNS bigint
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
-DECLARE
-	v_count bigint;
 BEGIN
 	IF webhook_id IS NULL OR since IS NULL OR until IS NULL THEN
 		RAISE EXCEPTION 'webhook_id, since and until must not be NULL'
@@ -461,25 +484,15 @@ BEGIN
 		RAISE EXCEPTION 'replay window is empty: since is after until'
 			USING ERRCODE = 'invalid_parameter_value';
 	END IF;
-	PERFORM 1 FROM aloro_webhook.webhooks w WHERE w.id = replay.webhook_id;
-	IF NOT FOUND THEN
-		RAISE EXCEPTION 'webhook % does not exist', webhook_id
-			USING ERRCODE = 'no_data_found';
-	END IF;
+	PERFORM aloro_webhook._webhook_must_exist(replay.webhook_id);
 	-- like redeliver(): same bodies, a fresh attempt budget, history kept
-	UPDATE aloro_webhook.deliveries d
-	   SET status = 'pending',
-		   budget_start = d.attempts,
-		   next_attempt_at = now() + coalesce(aloro_webhook._retry_delay(1), '0'),
-		   finished_at = NULL,
-		   claimed_at = NULL
-	 WHERE d.webhook_id = replay.webhook_id
-	   AND d.created_at >= replay.since
-	   AND d.created_at < replay.until
-	   AND d.status <> 'pending'
-	   AND (d.status = 'failed' OR NOT coalesce(replay.only_failed, true));
-	GET DIAGNOSTICS v_count = ROW_COUNT;
-	RETURN v_count;
+	RETURN aloro_webhook._requeue(ARRAY(
+		SELECT d.id FROM aloro_webhook.deliveries d
+		 WHERE d.webhook_id = replay.webhook_id
+		   AND d.created_at >= replay.since
+		   AND d.created_at < replay.until
+		   AND d.status <> 'pending'
+		   AND (d.status = 'failed' OR NOT coalesce(replay.only_failed, true))));
 END
 $$;
 COMMENT ON FUNCTION aloro_webhook.replay(bigint, timestamptz, timestamptz, boolean) IS
