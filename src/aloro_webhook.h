@@ -21,7 +21,7 @@
 #include "utils/jsonb.h"
 #include "utils/timestamp.h"
 
-#define AW_VERSION "0.1.0"
+#define AW_VERSION "0.2.0"
 #define AW_USER_AGENT "aloro-webhook/" AW_VERSION
 #define AW_WORKER_NAME "aloro_webhook worker"
 
@@ -70,6 +70,7 @@ typedef struct AwRow
 	TupleDesc	tupdesc;
 	HeapTuple	tuple;
 } AwRow;
+extern char *aw_value_text(Datum value, Oid type);
 extern char *aw_row_text(AwRow *row, const char *name);
 extern bool aw_row_double(AwRow *row, const char *name, double *result);
 extern bool aw_row_time(AwRow *row, const char *name, TimestampTz *result);
@@ -87,13 +88,13 @@ extern void aw_hmac_sha256_hex(const char *key, int keylen,
 							   const char *msg, int msglen, char *out_hex);
 
 /* url.c */
+#define AW_URL_PASSWORD_MASK "***"
 extern const char *aw_url_problem(const char *url);
+extern bool aw_url_password_span(const char *url, int *start, int *len);
+extern char *aw_url_masked(const char *url);
 extern bool aw_check_allowed_networks(char **newval, void **extra, GucSource source);
 extern void aw_assign_allowed_networks(const char *newval, void *extra);
 extern bool aw_address_allowed(const struct sockaddr *sa, char *why, size_t whylen);
-
-/* queue.c: prepared statements kept across transactions */
-extern SPIPlanPtr aw_prepare(const char *sql, int nargs, Oid *types);
 
 /* worker.c */
 extern PGDLLEXPORT void aw_worker_main(Datum main_arg);

@@ -1,6 +1,6 @@
 /*-------------------------------------------------------------------------
  * enqueue.c
- *		The call-ended trigger, watch(), and the checks on calls rows.
+ *		The call-ended trigger: queues the deliveries of a call that ends.
  *
  * A call ends when a row arrives with a terminal status, or moves from a
  * live (or NULL) status to a terminal one.  In that same transaction the
@@ -31,7 +31,8 @@
 #include "utils/rel.h"
 #include "utils/timestamp.h"
 
-#define AW_TERMINAL_LIST "'completed', 'missed', 'busy', 'voicemail', 'failed'"
+#include "spi_util.h"
+
 
 static SPIPlanPtr aw_ended_plan = NULL;
 static SPIPlanPtr aw_match_plan = NULL;
@@ -68,7 +69,7 @@ aw_prepare_plans(void)
 
 		aw_insert_plan = aw_prepare("INSERT INTO aloro_webhook.deliveries "
 									"       (webhook_id, call_id, event, body, next_attempt_at) "
-									"VALUES ($1, $2, 'call.ended', $3, now() + $4) "
+									"VALUES ($1, $2, 'call.ended', $3, pg_catalog.now() + $4) "
 									"ON CONFLICT (webhook_id, call_id, event) WHERE NOT test DO NOTHING",
 									4, types);
 	}
@@ -190,159 +191,4 @@ aloro_webhook_call_ended(PG_FUNCTION_ARGS)
 		if (bodies[i])
 			pfree(bodies[i]);
 	return PointerGetDatum(NULL);
-}
-
-PG_FUNCTION_INFO_V1(aloro_webhook_watch);
-
-/* watch(calls regclass): attach the call-ended trigger to a table */
-Datum
-aloro_webhook_watch(PG_FUNCTION_ARGS)
-{
-	Oid			relid = PG_GETARG_OID(0);
-	char		relkind = get_rel_relkind(relid);
-	Relation	rel;
-	TupleDesc	tupdesc;
-	const char *name;
-	StringInfoData sql;
-	bool		exists;
-
-	if (relkind != RELKIND_RELATION && relkind != RELKIND_PARTITIONED_TABLE)
-		ereport(ERROR,
-				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
-				 errmsg("\"%s\" is not a table", get_rel_name(relid) ? get_rel_name(relid) : "?"),
-				 errhint("watch() attaches a trigger, so it needs a table.")));
-
-	rel = relation_open(relid, AccessShareLock);
-	tupdesc = RelationGetDescr(rel);
-	name = quote_qualified_identifier(get_namespace_name(RelationGetNamespace(rel)),
-									  RelationGetRelationName(rel));
-	for (int i = 0; i < 2; i++)
-	{
-		const char *col = i == 0 ? "id" : "status";
-
-		if (!aw_row_has_column(tupdesc, col))
-			ereport(ERROR,
-					(errcode(ERRCODE_UNDEFINED_COLUMN),
-					 errmsg("table %s has no column \"%s\"", name, col),
-					 errdetail("A calls table needs at least the columns id and status."),
-					 errhint("The other columns of aloro_webhook.calls are read by name when present and count as NULL when missing.")));
-	}
-	relation_close(rel, AccessShareLock);
-
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	{
-		Oid			argtypes[1] = {OIDOID};
-		Datum		args[1] = {ObjectIdGetDatum(relid)};
-
-		if (SPI_execute_with_args("SELECT 1 FROM pg_catalog.pg_trigger "
-								  "WHERE tgrelid = $1 AND tgname = 'aloro_webhook_call_ended'",
-								  1, argtypes, args, NULL, true, 1) != SPI_OK_SELECT)
-			elog(ERROR, "could not look up triggers");
-		exists = SPI_processed > 0;
-	}
-	if (exists)
-		ereport(NOTICE,
-				(errmsg("table %s is already watched", name)));
-	else
-	{
-		initStringInfo(&sql);
-		appendStringInfo(&sql,
-						 "CREATE TRIGGER aloro_webhook_call_ended "
-						 "AFTER INSERT OR UPDATE ON %s FOR EACH ROW "
-						 "WHEN (NEW.status::text IN (" AW_TERMINAL_LIST ")) "
-						 "EXECUTE FUNCTION aloro_webhook._call_ended(); "
-						 "CREATE TRIGGER aloro_webhook_call_forgotten "
-						 "AFTER DELETE OR UPDATE OF id ON %s FOR EACH ROW "
-						 "EXECUTE FUNCTION aloro_webhook._call_forgotten(); "
-						 "CREATE TRIGGER aloro_webhook_calls_truncated "
-						 "AFTER TRUNCATE ON %s FOR EACH STATEMENT "
-						 "EXECUTE FUNCTION aloro_webhook._call_forgotten()",
-						 name, name, name);
-		if (SPI_execute(sql.data, false, 0) != SPI_OK_UTILITY)
-			elog(ERROR, "could not create the triggers on %s", name);
-	}
-	SPI_finish();
-	PG_RETURN_VOID();
-}
-
-/* the jsonb type of a value, as users call it */
-static const char *
-aw_jsonb_kind(Jsonb *jb)
-{
-	if (JB_ROOT_IS_SCALAR(jb))
-	{
-		JsonbValue	v;
-
-		JsonbExtractScalar(&jb->root, &v);
-		switch (v.type)
-		{
-			case jbvNull:
-				return "null";
-			case jbvString:
-				return "a string";
-			case jbvNumeric:
-				return "a number";
-			case jbvBool:
-				return "a boolean";
-			default:
-				return "a scalar";
-		}
-	}
-	return JB_ROOT_IS_ARRAY(jb) ? "an array" : "an object";
-}
-
-PG_FUNCTION_INFO_V1(aloro_webhook_check_call);
-
-/*
- * _check_call(status, direction, variables, transcript, cost_breakdown):
- * the CHECK constraint of aloro_webhook.calls, with messages that name the
- * bad value.
- */
-Datum
-aloro_webhook_check_call(PG_FUNCTION_ARGS)
-{
-	if (!PG_ARGISNULL(0))
-	{
-		char	   *status = text_to_cstring(PG_GETARG_TEXT_PP(0));
-
-		if (!aw_status_is_terminal(status) &&
-			strcmp(status, "queued") != 0 && strcmp(status, "ringing") != 0 &&
-			strcmp(status, "in-progress") != 0)
-			ereport(ERROR,
-					(errcode(ERRCODE_CHECK_VIOLATION),
-					 errmsg("invalid call status \"%s\"", status),
-					 errhint("A call status is one of queued, ringing, in-progress (live) or completed, missed, busy, voicemail, failed (ended).")));
-	}
-	if (!PG_ARGISNULL(1))
-	{
-		char	   *direction = text_to_cstring(PG_GETARG_TEXT_PP(1));
-
-		if (strcmp(direction, "inbound") != 0 && strcmp(direction, "outbound") != 0)
-			ereport(ERROR,
-					(errcode(ERRCODE_CHECK_VIOLATION),
-					 errmsg("invalid call direction \"%s\"", direction),
-					 errhint("A call direction is inbound or outbound.")));
-	}
-	if (!PG_ARGISNULL(2) && !JB_ROOT_IS_OBJECT(PG_GETARG_JSONB_P(2)))
-		ereport(ERROR,
-				(errcode(ERRCODE_CHECK_VIOLATION),
-				 errmsg("call variables must be a JSON object, not %s", aw_jsonb_kind(PG_GETARG_JSONB_P(2))),
-				 errhint("Store post-call variables as an object, such as '{\"summary\": \"...\"}'.")));
-	if (!PG_ARGISNULL(3))
-	{
-		Jsonb	   *t = PG_GETARG_JSONB_P(3);
-
-		if (!JB_ROOT_IS_ARRAY(t) || JB_ROOT_IS_SCALAR(t))
-			ereport(ERROR,
-					(errcode(ERRCODE_CHECK_VIOLATION),
-					 errmsg("call transcript must be a JSON array, not %s", aw_jsonb_kind(t)),
-					 errhint("Store the transcript as an array of {\"speaker\": \"ai\"|\"customer\", \"text\": \"...\", \"start\": <seconds>}.")));
-	}
-	if (!PG_ARGISNULL(4) && !JB_ROOT_IS_OBJECT(PG_GETARG_JSONB_P(4)))
-		ereport(ERROR,
-				(errcode(ERRCODE_CHECK_VIOLATION),
-				 errmsg("call cost_breakdown must be a JSON object, not %s", aw_jsonb_kind(PG_GETARG_JSONB_P(4))),
-				 errhint("Store the cost breakdown as an object, such as '{\"voice\": 0.30}'.")));
-	PG_RETURN_BOOL(true);
 }

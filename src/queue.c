@@ -27,6 +27,7 @@
 #include "utils/resowner.h"
 
 #include "queue.h"
+#include "spi_util.h"
 
 #define AW_INTERRUPTED_SQL \
 	"'interrupted: the worker stopped (crash, kill or shutdown) before the response was recorded; it is sent again'"
@@ -36,18 +37,6 @@ static SPIPlanPtr aw_plan_claim = NULL;
 static SPIPlanPtr aw_plan_next_due = NULL;
 static SPIPlanPtr aw_plan_record = NULL;
 static SPIPlanPtr aw_plan_record_by_id = NULL;
-
-/* Prepares a statement and keeps the plan for the life of the process. */
-SPIPlanPtr
-aw_prepare(const char *sql, int nargs, Oid *types)
-{
-	SPIPlanPtr	plan = SPI_prepare(sql, nargs, types);
-
-	if (plan == NULL)
-		elog(ERROR, "SPI_prepare failed for \"%s\": %s", sql, SPI_result_code_string(SPI_result));
-	SPI_keepplan(plan);
-	return plan;
-}
 
 /* The extension's OID in this database (as of this transaction), or InvalidOid. */
 Oid
@@ -86,7 +75,7 @@ aw_queue_release_claims(void)
 					"   WHERE d.claimed_at IS NOT NULL FOR UPDATE), "
 					"u AS ("
 					"  UPDATE aloro_webhook.deliveries d "
-					"     SET claimed_at = NULL, next_attempt_at = now(), "
+					"     SET claimed_at = NULL, next_attempt_at = pg_catalog.now(), "
 					"         attempts = d.attempts + 1, budget_start = d.budget_start + 1, "
 					"         last_http_status = NULL, last_error = " AW_INTERRUPTED_SQL " "
 					"    FROM c WHERE d.id = c.id "
@@ -97,16 +86,6 @@ aw_queue_release_claims(void)
 					"ON CONFLICT (delivery_id, attempt) DO NOTHING", false, 0) != SPI_OK_INSERT)
 		elog(ERROR, "could not release claimed deliveries");
 	return SPI_processed;
-}
-
-static Datum
-aw_int8_array(const int64 *values, int n)
-{
-	Datum	   *d = palloc(sizeof(Datum) * Max(n, 1));
-
-	for (int i = 0; i < n; i++)
-		d[i] = Int64GetDatum(values[i]);
-	return PointerGetDatum(construct_array(d, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
 }
 
 /* a tid[] datum */
@@ -162,7 +141,7 @@ aw_queue_candidates(int limit, const int64 *exclude, int nexclude,
 										"      SELECT d2.ctid, d2.next_attempt_at "
 										"        FROM aloro_webhook.deliveries d2 "
 										"       WHERE d2.webhook_id = w.id AND d2.status = 'pending' "
-										"         AND d2.claimed_at IS NULL AND d2.next_attempt_at <= now() "
+										"         AND d2.claimed_at IS NULL AND d2.next_attempt_at <= pg_catalog.now() "
 										"       ORDER BY d2.next_attempt_at LIMIT $1) c "
 										"    WHERE w.enabled AND w.id <> ALL ($2) "
 										"    ORDER BY c.next_attempt_at "
@@ -183,23 +162,6 @@ aw_queue_candidates(int limit, const int64 *exclude, int nexclude,
 		webhooks[i] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2, &isnull));
 	}
 	return (int) SPI_processed;
-}
-
-/* copies an SPI text column into cxt, or NULL */
-static char *
-aw_spi_text(HeapTuple tuple, TupleDesc desc, int col, MemoryContext cxt)
-{
-	bool		isnull;
-	Datum		d = SPI_getbinval(tuple, desc, col, &isnull);
-	MemoryContext old;
-	char	   *result;
-
-	if (isnull)
-		return NULL;
-	old = MemoryContextSwitchTo(cxt);
-	result = TextDatumGetCString(d);
-	MemoryContextSwitchTo(old);
-	return result;
 }
 
 /*
@@ -227,7 +189,7 @@ aw_queue_claim(const ItemPointerData *tids, int n, MemoryContext cxt, AwClaim **
 		 * the meantime is not claimed (the sweep fails it).
 		 */
 		aw_plan_claim = aw_prepare(
-								   "UPDATE aloro_webhook.deliveries d SET claimed_at = now() "
+								   "UPDATE aloro_webhook.deliveries d SET claimed_at = pg_catalog.now() "
 								   "  FROM aloro_webhook.webhooks w "
 								   " WHERE d.ctid = ANY ($1) AND w.id = d.webhook_id "
 								   "RETURNING d.id, d.webhook_id, d.body, d.attempts, d.budget_start, "
@@ -271,8 +233,8 @@ uint64
 aw_queue_fail_orphans(void)
 {
 	if (SPI_execute("UPDATE aloro_webhook.deliveries d "
-					"   SET status = 'failed', next_attempt_at = NULL, finished_at = now(), "
-					"       last_error = format('webhook %s was deleted', d.webhook_id) "
+					"   SET status = 'failed', next_attempt_at = NULL, finished_at = pg_catalog.now(), "
+					"       last_error = pg_catalog.format('webhook %s was deleted', d.webhook_id) "
 					" WHERE d.status = 'pending' AND d.claimed_at IS NULL "
 					"   AND NOT EXISTS (SELECT 1 FROM aloro_webhook.webhooks w "
 					"                    WHERE w.id = d.webhook_id)", false, 0) != SPI_OK_UPDATE)
@@ -296,7 +258,7 @@ aw_queue_next_due(const int64 *exclude, int nexclude, TimestampTz *due)
 		Oid			types[1] = {INT8ARRAYOID};
 
 		aw_plan_next_due = aw_prepare(
-									  "SELECT min(c.next_attempt_at) "
+									  "SELECT pg_catalog.min(c.next_attempt_at) "
 									  "  FROM aloro_webhook.webhooks w "
 									  " CROSS JOIN LATERAL ("
 									  "   SELECT d.next_attempt_at FROM aloro_webhook.deliveries d "
@@ -385,7 +347,10 @@ aw_record_args(AwResult **results, int n, Datum *args)
  */
 #define AW_RECORD_SQL \
 	"WITH r AS (" \
-	"  SELECT * FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) " \
+	"  SELECT * FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), pg_catalog.unnest($3), " \
+	"                           pg_catalog.unnest($4), pg_catalog.unnest($5), pg_catalog.unnest($6), " \
+	"                           pg_catalog.unnest($7), pg_catalog.unnest($8), pg_catalog.unnest($9), " \
+	"                           pg_catalog.unnest($10), pg_catalog.unnest($11), pg_catalog.unnest($12)) " \
 	"    AS r(id, attempt, started_at, duration_ms, http_status, error, " \
 	"         response_body, new_status, next_attempt_at, record_attempt, webhook_id, claimed_ctid)), " \
 	"a AS (" \
@@ -404,9 +369,9 @@ aw_record_args(AwResult **results, int n, Datum *args)
 	"       next_attempt_at = CASE WHEN s.orphaned THEN NULL ELSE s.next_attempt_at END, " \
 	"       last_http_status = CASE WHEN s.record_attempt THEN s.http_status ELSE d.last_http_status END, " \
 	"       last_error = CASE WHEN s.orphaned " \
-	"                         THEN format('webhook %%s was deleted; last attempt: %%s', d.webhook_id, s.error) " \
+	"                         THEN pg_catalog.format('webhook %%s was deleted; last attempt: %%s', d.webhook_id, s.error) " \
 	"                         ELSE s.error END, " \
-	"       finished_at = CASE WHEN s.new_status = 'pending' AND NOT s.orphaned THEN NULL ELSE now() END, " \
+	"       finished_at = CASE WHEN s.new_status = 'pending' AND NOT s.orphaned THEN NULL ELSE pg_catalog.now() END, " \
 	"       claimed_at = NULL " \
 	"  FROM s WHERE %s AND d.id = s.id AND d.claimed_at IS NOT NULL " \
 	"RETURNING d.id"

@@ -67,18 +67,20 @@ aw_output(Datum value, Oid type)
 	return OidOutputFunctionCall(outfunc, value);
 }
 
-/* A column as text, or NULL. */
+/*
+ * A value as text: text types as they are (char(n) without its padding),
+ * the rest through the type's output function.
+ */
 char *
-aw_row_text(AwRow *row, const char *name)
+aw_value_text(Datum value, Oid type)
 {
-	Datum		value;
-	Oid			type;
+	/* a domain reads as its base type */
+	Oid			base = (type == TEXTOID || type == VARCHAROID || type == BPCHAROID) ?
+		type : getBaseType(type);
 
-	if (!aw_row_get(row, name, &value, &type))
-		return NULL;
-	if (type == TEXTOID || type == VARCHAROID)
+	if (base == TEXTOID || base == VARCHAROID)
 		return TextDatumGetCString(value);
-	if (type == BPCHAROID)
+	if (base == BPCHAROID)
 	{
 		/* char(n) pads with spaces that are not part of the value */
 		char	   *s = TextDatumGetCString(value);
@@ -89,6 +91,18 @@ aw_row_text(AwRow *row, const char *name)
 		return s;
 	}
 	return aw_output(value, type);
+}
+
+/* A column as text, or NULL. */
+char *
+aw_row_text(AwRow *row, const char *name)
+{
+	Datum		value;
+	Oid			type;
+
+	if (!aw_row_get(row, name, &value, &type))
+		return NULL;
+	return aw_value_text(value, type);
 }
 
 /* A column as a double; false when NULL, missing or not a number. */

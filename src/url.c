@@ -100,8 +100,52 @@ aw_url_problem(const char *url)
 }
 
 /*
- * A URL as it may appear in a message: control characters shown as \xNN
- * (so none reaches the log raw), and cut after 100 bytes.
+ * aw_url_password_span
+ *		Where the password of a URL's userinfo ("scheme://user:PASSWORD@host")
+ *		starts, and how long it is; false when the URL carries none.
+ */
+bool
+aw_url_password_span(const char *url, int *start, int *len)
+{
+	const char *p = strstr(url, "://");
+	const char *auth_end;
+	const char *at = NULL;
+	const char *colon;
+
+	if (p == NULL)
+		return false;
+	p += 3;
+	auth_end = p + strcspn(p, "/?#");
+	/* the userinfo ends at the last '@' of the authority */
+	for (const char *q = p; q < auth_end; q++)
+		if (*q == '@')
+			at = q;
+	if (at == NULL)
+		return false;
+	colon = memchr(p, ':', at - p);
+	if (colon == NULL)
+		return false;
+	*start = (int) (colon + 1 - url);
+	*len = (int) (at - colon - 1);
+	return true;
+}
+
+/* The URL with its password, if it has one, shown as ***. */
+char *
+aw_url_masked(const char *url)
+{
+	int			start;
+	int			len;
+
+	if (!aw_url_password_span(url, &start, &len))
+		return pstrdup(url);
+	return psprintf("%.*s" AW_URL_PASSWORD_MASK "%s", start, url, url + start + len);
+}
+
+/*
+ * A URL as it may appear in a message: its password masked, control
+ * characters shown as \xNN (so none reaches the log raw), and cut after 100
+ * bytes.
  */
 static char *
 aw_url_for_display(const char *url)
@@ -110,7 +154,7 @@ aw_url_for_display(const char *url)
 	int			shown = 0;
 
 	initStringInfo(&out);
-	for (const unsigned char *p = (const unsigned char *) url; *p; p++)
+	for (const unsigned char *p = (const unsigned char *) aw_url_masked(url); *p; p++)
 	{
 		if (shown >= 100)
 		{
@@ -259,7 +303,7 @@ static const char *const aw_nonpublic[] = {
 	"172.16.0.0/12", "192.0.0.0/24", "192.0.2.0/24", "192.88.99.0/24",
 	"192.168.0.0/16", "198.18.0.0/15", "198.51.100.0/24", "203.0.113.0/24",
 	"224.0.0.0/4", "240.0.0.0/4",
-	"::/128", "::1/128", "64:ff9b::/96", "64:ff9b:1::/48", "100::/64",
+	"::/128", "::1/128", "::/96", "::ffff:0:0:0/96", "64:ff9b::/96", "64:ff9b:1::/48", "100::/64",
 	"2001::/23", "2001:db8::/32", "2002::/16", "fc00::/7", "fe80::/10", "fec0::/10",
 	"ff00::/8",
 };

@@ -526,6 +526,39 @@ aw_recover(void)
 }
 
 /*
+ * aw_worker_pin_settings
+ *		The settings the worker's statements rely on, fixed over whatever the
+ *		database's or a role's defaults say (ALTER DATABASE ... SET is open to
+ *		the database owner, who need not be a superuser; the worker is one).
+ *
+ * search_path above all: with pg_catalog first and nothing else, no function,
+ * operator or type a user creates (in public, say) can stand in for one the
+ * worker's statements name; they also name them schema-qualified.
+ */
+static void
+aw_worker_pin_settings(void)
+{
+	static const char *const pinned[][2] = {
+		{"search_path", "pg_catalog, pg_temp"},
+		/*
+		 * Losing the last few result writes in a crash only means those
+		 * attempts are made again: at least once either way, and much faster.
+		 */
+		{"synchronous_commit", "off"},
+		/* a lock held by someone else fails the turn, which is retried */
+		{"lock_timeout", "1s"},
+		{"statement_timeout", "0"},
+		{"idle_in_transaction_session_timeout", "0"},
+		{"default_transaction_read_only", "off"},
+		{"default_transaction_isolation", "read committed"},
+		{"jit", "off"},
+	};
+
+	for (size_t i = 0; i < lengthof(pinned); i++)
+		SetConfigOption(pinned[i][0], pinned[i][1], PGC_SUSET, PGC_S_OVERRIDE);
+}
+
+/*
  * aw_worker_main
  *		Entry point of the background worker.
  */
@@ -542,13 +575,7 @@ aw_worker_main(Datum main_arg)
 	BackgroundWorkerInitializeConnection(aw_database_name, NULL, 0);
 	pgstat_report_appname(AW_WORKER_NAME);
 
-	/*
-	 * Losing the last few result writes in a crash only means those
-	 * attempts are made again: at least once either way, and much faster.
-	 */
-	SetConfigOption("synchronous_commit", "off", PGC_SUSET, PGC_S_OVERRIDE);
-	/* a lock held by someone else fails the turn, which is retried */
-	SetConfigOption("lock_timeout", "1s", PGC_SUSET, PGC_S_OVERRIDE);
+	aw_worker_pin_settings();
 
 	aw_request_cxt = AllocSetContextCreate(TopMemoryContext, "aloro_webhook requests",
 										   ALLOCSET_DEFAULT_SIZES);

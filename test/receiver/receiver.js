@@ -20,7 +20,7 @@
 //   /ok, /ok/...          200 "ok"
 //   /status/NNN           status NNN, body "status NNN"
 //   /fail/K/NAME          500 for the first K requests carrying NAME, then 200 "ok"
-//   /slow/MS              200 "ok" after MS milliseconds
+//   /slow/MS              200 "ok" after MS milliseconds (?status=NNN: that status instead)
 //   /hang                 never answers; the socket stays open
 //   /redirect             302 to ?to=... (default /ok); must not be followed
 //   /huge                 200 with an 8 MB body (?mb=N for another size)
@@ -124,7 +124,8 @@ function answer(req, res) {
 		return reply(res, 200, 'ok');
 	}
 	if (head === 'slow' && parts.length >= 2 && /^\d+$/.test(parts[1])) {
-		const timer = setTimeout(() => reply(res, 200, 'ok'), Number(parts[1]));
+		const code = Number(url.searchParams.get('status') || '200');
+		const timer = setTimeout(() => reply(res, code, code === 200 ? 'ok' : `status ${code}`), Number(parts[1]));
 		res.on('close', () => clearTimeout(timer));
 		return;
 	}

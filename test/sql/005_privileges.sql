@@ -140,3 +140,45 @@ SELECT r.rolname,
  WHERE r.rolname IN ('aloro_webhook_admin', 'aloro_webhook_reader', 'regress_aw_writer')
  ORDER BY r.rolname;
 SELECT has_column_privilege('public', 'aloro_webhook.webhooks', 'secret', 'SELECT') AS public_reads_secret;
+
+------------------------------------------------------------------------------
+-- Nothing in the schema lets a non-superuser run code as the owner.
+------------------------------------------------------------------------------
+-- no role but the owner may create triggers on, reference, or truncate a
+-- table of the extension (no rows expected)
+SELECT c.relname, r.rolname, p.priv
+  FROM pg_class c
+ CROSS JOIN (VALUES ('aloro_webhook_admin'), ('aloro_webhook_reader'), ('public')) r(rolname)
+ CROSS JOIN (VALUES ('TRIGGER'), ('REFERENCES'), ('TRUNCATE')) p(priv)
+ WHERE c.relnamespace = 'aloro_webhook'::regnamespace AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
+   AND has_table_privilege(r.rolname, c.oid, p.priv);
+-- nor change a sequence (no rows expected)
+SELECT c.relname, r.rolname
+  FROM pg_class c
+ CROSS JOIN (VALUES ('aloro_webhook_admin'), ('aloro_webhook_reader'), ('public')) r(rolname)
+ WHERE c.relnamespace = 'aloro_webhook'::regnamespace AND c.relkind = 'S'
+   AND has_sequence_privilege(r.rolname, c.oid, 'UPDATE');
+-- every SECURITY DEFINER function pins search_path to pg_catalog (no rows expected)
+SELECT p.oid::regprocedure AS unpinned_definer
+  FROM pg_proc p
+ WHERE p.pronamespace = 'aloro_webhook'::regnamespace AND p.prosecdef
+   AND NOT coalesce(p.proconfig @> ARRAY['search_path=pg_catalog, pg_temp'], false);
+-- the SECURITY DEFINER functions, and who may call them
+SELECT p.oid::regprocedure AS definer,
+       has_function_privilege('aloro_webhook_admin', p.oid, 'EXECUTE') AS admin,
+       has_function_privilege('aloro_webhook_reader', p.oid, 'EXECUTE') AS reader,
+       has_function_privilege('public', p.oid, 'EXECUTE') AS public
+  FROM pg_proc p
+ WHERE p.pronamespace = 'aloro_webhook'::regnamespace AND p.prosecdef
+ ORDER BY 1::text;
+-- what PUBLIC may execute
+SELECT p.oid::regprocedure AS public_function
+  FROM pg_proc p
+ WHERE p.pronamespace = 'aloro_webhook'::regnamespace
+   AND has_function_privilege('public', p.oid, 'EXECUTE')
+ ORDER BY 1::text;
+-- the extension's own triggers are the only ones on its tables
+SELECT t.tgrelid::regclass AS tab, t.tgname, t.tgfoid::regprocedure AS fn
+  FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
+ WHERE c.relnamespace = 'aloro_webhook'::regnamespace AND NOT t.tgisinternal
+ ORDER BY 1::text, 2;

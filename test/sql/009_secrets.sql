@@ -14,3 +14,11 @@ UPDATE aloro_webhook.webhooks SET url = 'ftp://secrets.example.com/' WHERE id = 
 SELECT aloro_webhook.test_webhook(:s_id) > 0 AS queued;
 SELECT count(*) AS bodies_with_secret FROM aloro_webhook.deliveries
  WHERE body LIKE '%whsec_never_in_a_message%';
+-- every NOT NULL column is refused by name, id included (PostgreSQL's own
+-- check would print the row, secret and all)
+UPDATE aloro_webhook.webhooks SET id = NULL WHERE id = :s_id;
+INSERT INTO aloro_webhook.webhooks (id, url, secret) OVERRIDING SYSTEM VALUE
+VALUES (NULL, 'https://secrets.example.com/', 'whsec_never_in_a_message');
+-- a password in a URL is a secret too: messages mask it
+UPDATE aloro_webhook.webhooks SET url = 'ftp://user:hunter2@secrets.example.com/' WHERE id = :s_id;
+UPDATE aloro_webhook.webhooks SET url = 'https://user:hunter2@secrets.example.com/a b' WHERE id = :s_id;

@@ -440,6 +440,7 @@ for my $c (sort keys %cases)
 		octal       => "http://0177.0.0.1:$p/ok?ssrf=octal",
 		dot         => "http://localhost.:$p/ok?ssrf=dot",
 		v6_loopback => "http://[::1]:$p/ok?ssrf=v6",
+		v4_compat   => "http://[::127.0.0.1]:$p/ok?ssrf=v4-compat",
 		userinfo    => "http://example.com\@127.0.0.1:$p/ok?ssrf=userinfo",
 	);
 	my %did;
@@ -463,6 +464,10 @@ for my $c (sort keys %cases)
 		my $d = delivery($node, $did{$k});
 		is($d->{status}, 'failed', "ssrf $k: failed");
 		ok(!defined $d->{last_http_status}, "ssrf $k: no HTTP status (never connected)");
+		# (a name this machine cannot resolve never gets as far as the policy)
+		like($d->{last_error},
+			qr/connection refused by policy: address \S+ is in the non-public network|^Couldn't resolve host name/,
+			"ssrf $k: refused by the address policy, not by the network");
 		note("ssrf $k: $d->{last_error}");
 	}
 	my @got = receiver_log($fresh);

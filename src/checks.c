@@ -1,0 +1,165 @@
+/*-------------------------------------------------------------------------
+ * checks.c
+ *		The checks on rows of the extension's tables, with messages that
+ *		name the bad value or column.
+ *
+ * _check_call() is the CHECK constraint of aloro_webhook.calls.
+ * _refuse_nulls() is a BEFORE trigger that refuses a NULL in any NOT NULL
+ * column by name, before PostgreSQL's own check would print the whole row
+ * ("Failing row contains (...)") -- secret included -- in the error and
+ * the server log.
+ *
+ * IDENTIFICATION
+ *		src/checks.c
+ *-------------------------------------------------------------------------
+ */
+#include "aloro_webhook.h"
+
+#include "access/htup_details.h"
+#include "commands/trigger.h"
+#include "fmgr.h"
+#include "utils/builtins.h"
+#include "utils/jsonb.h"
+#include "utils/rel.h"
+
+/* the jsonb type of a value, as users call it */
+static const char *
+aw_jsonb_kind(Jsonb *jb)
+{
+	if (JB_ROOT_IS_SCALAR(jb))
+	{
+		JsonbValue	v;
+
+		JsonbExtractScalar(&jb->root, &v);
+		switch (v.type)
+		{
+			case jbvNull:
+				return "null";
+			case jbvString:
+				return "a string";
+			case jbvNumeric:
+				return "a number";
+			case jbvBool:
+				return "a boolean";
+			default:
+				return "a scalar";
+		}
+	}
+	return JB_ROOT_IS_ARRAY(jb) ? "an array" : "an object";
+}
+
+PG_FUNCTION_INFO_V1(aloro_webhook_check_call);
+
+/*
+ * _check_call(status, direction, variables, transcript, cost_breakdown):
+ * the CHECK constraint of aloro_webhook.calls, with messages that name the
+ * bad value.
+ */
+Datum
+aloro_webhook_check_call(PG_FUNCTION_ARGS)
+{
+	if (!PG_ARGISNULL(0))
+	{
+		char	   *status = text_to_cstring(PG_GETARG_TEXT_PP(0));
+
+		if (!aw_status_is_terminal(status) &&
+			strcmp(status, "queued") != 0 && strcmp(status, "ringing") != 0 &&
+			strcmp(status, "in-progress") != 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_CHECK_VIOLATION),
+					 errmsg("invalid call status \"%s\"", status),
+					 errhint("A call status is one of queued, ringing, in-progress (live) or completed, missed, busy, voicemail, failed (ended).")));
+	}
+	if (!PG_ARGISNULL(1))
+	{
+		char	   *direction = text_to_cstring(PG_GETARG_TEXT_PP(1));
+
+		if (strcmp(direction, "inbound") != 0 && strcmp(direction, "outbound") != 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_CHECK_VIOLATION),
+					 errmsg("invalid call direction \"%s\"", direction),
+					 errhint("A call direction is inbound or outbound.")));
+	}
+	if (!PG_ARGISNULL(2) && !JB_ROOT_IS_OBJECT(PG_GETARG_JSONB_P(2)))
+		ereport(ERROR,
+				(errcode(ERRCODE_CHECK_VIOLATION),
+				 errmsg("call variables must be a JSON object, not %s", aw_jsonb_kind(PG_GETARG_JSONB_P(2))),
+				 errhint("Store post-call variables as an object, such as '{\"summary\": \"...\"}'.")));
+	if (!PG_ARGISNULL(3))
+	{
+		Jsonb	   *t = PG_GETARG_JSONB_P(3);
+
+		if (!JB_ROOT_IS_ARRAY(t) || JB_ROOT_IS_SCALAR(t))
+			ereport(ERROR,
+					(errcode(ERRCODE_CHECK_VIOLATION),
+					 errmsg("call transcript must be a JSON array, not %s", aw_jsonb_kind(t)),
+					 errhint("Store the transcript as an array of {\"speaker\": \"ai\"|\"customer\", \"text\": \"...\", \"start\": <seconds>}.")));
+	}
+	if (!PG_ARGISNULL(4) && !JB_ROOT_IS_OBJECT(PG_GETARG_JSONB_P(4)))
+		ereport(ERROR,
+				(errcode(ERRCODE_CHECK_VIOLATION),
+				 errmsg("call cost_breakdown must be a JSON object, not %s", aw_jsonb_kind(PG_GETARG_JSONB_P(4))),
+				 errhint("Store the cost breakdown as an object, such as '{\"voice\": 0.30}'.")));
+	PG_RETURN_BOOL(true);
+}
+
+PG_FUNCTION_INFO_V1(aloro_webhook_refuse_nulls);
+
+/*
+ * BEFORE INSERT OR UPDATE FOR EACH ROW: a NULL in a NOT NULL column is
+ * refused naming the column only.  Every NOT NULL column of the table is
+ * checked, so a column added later is covered without touching this.
+ */
+Datum
+aloro_webhook_refuse_nulls(PG_FUNCTION_ARGS)
+{
+	TriggerData *td = (TriggerData *) fcinfo->context;
+	HeapTuple	tuple;
+	TupleDesc	desc;
+
+	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_BEFORE(td->tg_event) ||
+		!TRIGGER_FIRED_FOR_ROW(td->tg_event))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("aloro_webhook._refuse_nulls() must be called as a BEFORE ROW trigger")));
+	tuple = TRIGGER_FIRED_BY_UPDATE(td->tg_event) ? td->tg_newtuple : td->tg_trigtuple;
+	desc = RelationGetDescr(td->tg_relation);
+	for (int i = 0; i < desc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+
+		if (att->attisdropped || !att->attnotnull || !heap_attisnull(tuple, i + 1, desc))
+			continue;
+		ereport(ERROR,
+				(errcode(ERRCODE_NOT_NULL_VIOLATION),
+				 errmsg("%s %s must not be NULL",
+						strcmp(RelationGetRelationName(td->tg_relation), "webhooks") == 0 ?
+						"webhook" : RelationGetRelationName(td->tg_relation),
+						NameStr(att->attname)),
+				 errtablecol(td->tg_relation, i + 1),
+				 strcmp(NameStr(att->attname), "url") == 0 ?
+				 errhint("A webhook URL looks like https://example.com/webhooks/aloro.") : 0));
+	}
+	return PointerGetDatum(tuple);
+}
+
+PG_FUNCTION_INFO_V1(aloro_webhook_text_of);
+
+/*
+ * _text_of(anyelement): a value as text through its type's output function,
+ * as the triggers read call ids -- never through a cast, which the owner of
+ * a type may define.
+ */
+Datum
+aloro_webhook_text_of(PG_FUNCTION_ARGS)
+{
+	Oid			type = get_fn_expr_argtype(fcinfo->flinfo, 0);
+
+	if (PG_ARGISNULL(0))
+		PG_RETURN_NULL();
+	if (!OidIsValid(type))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("could not determine the type of the argument of aloro_webhook._text_of()")));
+	PG_RETURN_TEXT_P(cstring_to_text(aw_value_text(PG_GETARG_DATUM(0), type)));
+}

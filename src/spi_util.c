@@ -1,0 +1,62 @@
+/*-------------------------------------------------------------------------
+ * spi_util.c
+ *		Small SPI helpers shared by the triggers and the worker.
+ *
+ * Every statement the extension prepares names its functions and operators
+ * in pg_catalog (or aloro_webhook) and runs with search_path pinned to
+ * pg_catalog, pg_temp: the SECURITY DEFINER triggers pin it in their
+ * definition, the worker at start-up.  A cached plan that is planned again
+ * later is planned with the search_path it was first made with.
+ *
+ * IDENTIFICATION
+ *		src/spi_util.c
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+
+#include "spi_util.h"
+
+/* Prepares a statement and keeps the plan for the life of the process. */
+SPIPlanPtr
+aw_prepare(const char *sql, int nargs, Oid *types)
+{
+	SPIPlanPtr	plan = SPI_prepare(sql, nargs, types);
+
+	if (plan == NULL)
+		elog(ERROR, "SPI_prepare failed for \"%s\": %s", sql, SPI_result_code_string(SPI_result));
+	SPI_keepplan(plan);
+	return plan;
+}
+
+/* copies an SPI text column into cxt, or NULL */
+char *
+aw_spi_text(HeapTuple tuple, TupleDesc desc, int col, MemoryContext cxt)
+{
+	bool		isnull;
+	Datum		d = SPI_getbinval(tuple, desc, col, &isnull);
+	MemoryContext old;
+	char	   *result;
+
+	if (isnull)
+		return NULL;
+	old = MemoryContextSwitchTo(cxt);
+	result = TextDatumGetCString(d);
+	MemoryContextSwitchTo(old);
+	return result;
+}
+
+/* a bigint[] datum of values[0..n) */
+Datum
+aw_int8_array(const int64 *values, int n)
+{
+	Datum	   *d = palloc(sizeof(Datum) * Max(n, 1));
+
+	for (int i = 0; i < n; i++)
+		d[i] = Int64GetDatum(values[i]);
+	return PointerGetDatum(construct_array(d, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+}

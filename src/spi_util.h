@@ -1,0 +1,20 @@
+/*-------------------------------------------------------------------------
+ * spi_util.h
+ *		Small SPI helpers shared by the triggers and the worker (spi_util.c).
+ *
+ * IDENTIFICATION
+ *		src/spi_util.h
+ *-------------------------------------------------------------------------
+ */
+#ifndef ALORO_WEBHOOK_SPI_UTIL_H
+#define ALORO_WEBHOOK_SPI_UTIL_H
+
+#include "postgres.h"
+
+#include "executor/spi.h"
+
+extern SPIPlanPtr aw_prepare(const char *sql, int nargs, Oid *types);
+extern char *aw_spi_text(HeapTuple tuple, TupleDesc desc, int col, MemoryContext cxt);
+extern Datum aw_int8_array(const int64 *values, int n);
+
+#endif							/* ALORO_WEBHOOK_SPI_UTIL_H */
