@@ -26,6 +26,7 @@
 #include "storage/shmem.h"
 #include "storage/spin.h"
 #include "utils/guc.h"
+#include "utils/memutils.h"
 
 PG_MODULE_MAGIC;
 
@@ -42,12 +43,24 @@ int			aw_max_in_flight_per_webhook = 32;
 int			aw_response_body_limit = 4096;
 int			aw_idle_check_ms = 60000;
 int			aw_batch_size = 200;
+int			aw_max_payload_size = 1024 * 1024;
+int			aw_max_in_flight_bytes = 32 * 1024 * 1024;
+bool		aw_copy_ends_calls = false;
 
-/* what the worker shares with the backends that wake it */
+/* a running delivery worker, as the others and the backends see it */
+typedef struct AwWorkerSlot
+{
+	pid_t		pid;			/* 0: free */
+	int64		token;			/* what its claims carry (queue.claimed_by) */
+	Latch	   *latch;			/* set to wake it */
+} AwWorkerSlot;
+
+/* what the workers share with each other and with the backends that wake them */
 typedef struct AwShared
 {
 	slock_t		mutex;
-	Latch	   *worker_latch;	/* NULL while no worker runs */
+	bool		database_missing;	/* the last worker could not connect */
+	AwWorkerSlot workers[AW_MAX_WORKERS];
 } AwShared;
 
 static AwShared *aw_shared = NULL;
@@ -62,6 +75,7 @@ static void aw_shmem_startup(void);
 static void aw_xact_callback(XactEvent event, void *arg);
 static void aw_define_settings(void);
 static void aw_register_worker(void);
+static void aw_worker_unregister(int code, Datum arg);
 
 /*
  * _PG_init
@@ -85,6 +99,7 @@ _PG_init(void)
 	shmem_startup_hook = aw_shmem_startup;
 
 	RegisterXactCallback(aw_xact_callback, NULL);
+	aw_install_utility_hook();
 
 	aw_register_worker();
 }
@@ -155,6 +170,15 @@ aw_define_settings(void)
 							0,
 							NULL, NULL, NULL);
 
+	DefineCustomIntVariable("aloro_webhook.max_in_flight_bytes",
+							"Most body bytes the worker keeps in flight at once.",
+							"Bounds the worker's memory, and gives each request the time to be sent; a body larger than this goes alone.",
+							&aw_max_in_flight_bytes,
+							32 * 1024 * 1024, 64 * 1024, MaxAllocSize,
+							PGC_SIGHUP,
+							GUC_UNIT_BYTE,
+							NULL, NULL, NULL);
+
 	DefineCustomIntVariable("aloro_webhook.response_body_limit",
 							"Bytes of each response body kept in delivery_attempts.response_body.",
 							NULL,
@@ -181,6 +205,24 @@ aw_define_settings(void)
 							PGC_SIGHUP,
 							GUC_UNIT_MS,
 							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("aloro_webhook.max_payload_size",
+							"Largest body sent; a delivery whose body is larger fails without being sent.",
+							"The call still ends; raise the setting and redeliver to send it.",
+							&aw_max_payload_size,
+							1024 * 1024, 1, MaxAllocSize / 2,
+							PGC_SIGHUP,
+							GUC_UNIT_BYTE,
+							NULL, NULL, NULL);
+
+	DefineCustomBoolVariable("aloro_webhook.copy_ends_calls",
+							 "Whether COPY into a watched table ends the calls it loads.",
+							 "Off: COPY loads calls as they are (a restore, a backfill) and queues nothing.",
+							 &aw_copy_ends_calls,
+							 false,
+							 PGC_USERSET,
+							 0,
+							 NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("aloro_webhook");
 }
@@ -223,28 +265,88 @@ aw_shmem_startup(void)
 	aw_shared = ShmemInitStruct("aloro_webhook", sizeof(AwShared), &found);
 	if (!found)
 	{
+		memset(aw_shared, 0, sizeof(AwShared));
 		SpinLockInit(&aw_shared->mutex);
-		aw_shared->worker_latch = NULL;
 	}
 	LWLockRelease(AddinShmemInitLock);
 }
 
-/* Called by the worker at start: backends now know which latch to set. */
+/*
+ * aw_worker_register
+ *		Called by a worker at start: it is live, its claims carry token, and
+ *		backends know which latch to set.  Unregistered at exit.
+ */
 void
-aw_worker_publish_latch(void)
+aw_worker_register(int64 token)
 {
+	int			slot = -1;
+
 	SpinLockAcquire(&aw_shared->mutex);
-	aw_shared->worker_latch = &MyProc->procLatch;
+	for (int i = 0; i < AW_MAX_WORKERS && slot < 0; i++)
+		if (aw_shared->workers[i].pid == 0)
+			slot = i;
+	if (slot >= 0)
+	{
+		aw_shared->workers[slot].pid = MyProcPid;
+		aw_shared->workers[slot].token = token;
+		aw_shared->workers[slot].latch = &MyProc->procLatch;
+	}
+	SpinLockRelease(&aw_shared->mutex);
+	if (slot < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+				 errmsg("too many aloro_webhook workers are running")));
+	before_shmem_exit(aw_worker_unregister, Int32GetDatum(slot));
+}
+
+/* before_shmem_exit callback of a worker */
+static void
+aw_worker_unregister(int code, Datum arg)
+{
+	int			slot = DatumGetInt32(arg);
+
+	SpinLockAcquire(&aw_shared->mutex);
+	if (aw_shared->workers[slot].pid == MyProcPid)
+		memset(&aw_shared->workers[slot], 0, sizeof(AwWorkerSlot));
 	SpinLockRelease(&aw_shared->mutex);
 }
 
-/* on_shmem_exit callback of the worker */
+/*
+ * The tokens of the running workers (this one too when include_self) into
+ * out[AW_MAX_WORKERS]; returns how many.  A claim with any other token was
+ * cut off.
+ */
+int
+aw_live_worker_tokens(int64 *out, bool include_self)
+{
+	int			n = 0;
+
+	SpinLockAcquire(&aw_shared->mutex);
+	for (int i = 0; i < AW_MAX_WORKERS; i++)
+		if (aw_shared->workers[i].pid != 0 &&
+			(include_self || aw_shared->workers[i].pid != MyProcPid))
+			out[n++] = aw_shared->workers[i].token;
+	SpinLockRelease(&aw_shared->mutex);
+	return n;
+}
+
+/* Did the last worker fail to connect to its database?  (And set it.) */
+bool
+aw_database_missing(void)
+{
+	bool		missing;
+
+	SpinLockAcquire(&aw_shared->mutex);
+	missing = aw_shared->database_missing;
+	SpinLockRelease(&aw_shared->mutex);
+	return missing;
+}
+
 void
-aw_worker_unpublish_latch(int code, Datum arg)
+aw_set_database_missing(bool missing)
 {
 	SpinLockAcquire(&aw_shared->mutex);
-	if (aw_shared->worker_latch == &MyProc->procLatch)
-		aw_shared->worker_latch = NULL;
+	aw_shared->database_missing = missing;
 	SpinLockRelease(&aw_shared->mutex);
 }
 
@@ -255,10 +357,25 @@ aw_wake_worker_at_commit(void)
 	aw_wake_pending = true;
 }
 
+/* sets the latch of every running worker (but this process's own) */
+static void
+aw_wake_workers(void)
+{
+	Latch	   *latches[AW_MAX_WORKERS];
+	int			n = 0;
+
+	SpinLockAcquire(&aw_shared->mutex);
+	for (int i = 0; i < AW_MAX_WORKERS; i++)
+		if (aw_shared->workers[i].pid != 0 && aw_shared->workers[i].latch != &MyProc->procLatch)
+			latches[n++] = aw_shared->workers[i].latch;
+	SpinLockRelease(&aw_shared->mutex);
+	for (int i = 0; i < n; i++)
+		SetLatch(latches[i]);
+}
+
 static void
 aw_xact_callback(XactEvent event, void *arg)
 {
-	Latch	   *latch;
 
 	switch (event)
 	{
@@ -267,11 +384,7 @@ aw_xact_callback(XactEvent event, void *arg)
 			if (!aw_wake_pending || aw_shared == NULL)
 				break;
 			aw_wake_pending = false;
-			SpinLockAcquire(&aw_shared->mutex);
-			latch = aw_shared->worker_latch;
-			SpinLockRelease(&aw_shared->mutex);
-			if (latch != NULL && latch != &MyProc->procLatch)
-				SetLatch(latch);
+			aw_wake_workers();
 			break;
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PARALLEL_ABORT:

@@ -19,6 +19,7 @@
 #include "executor/spi.h"
 #include "utils/guc.h"
 #include "utils/jsonb.h"
+#include "utils/relcache.h"
 #include "utils/timestamp.h"
 
 #define AW_VERSION "0.2.0"
@@ -36,11 +37,17 @@ extern int	aw_max_in_flight_per_webhook;
 extern int	aw_response_body_limit;
 extern int	aw_idle_check_ms;
 extern int	aw_batch_size;
+extern int	aw_max_payload_size;
+extern int	aw_max_in_flight_bytes;
+extern bool aw_copy_ends_calls;
 
-/* aloro_webhook.c: waking the worker */
+/* aloro_webhook.c: the running workers, and waking them */
+#define AW_MAX_WORKERS 32
 extern void aw_wake_worker_at_commit(void);
-extern void aw_worker_publish_latch(void);
-extern void aw_worker_unpublish_latch(int code, Datum arg);
+extern void aw_worker_register(int64 token);
+extern int	aw_live_worker_tokens(int64 *out, bool include_self);
+extern bool aw_database_missing(void);
+extern void aw_set_database_missing(bool missing);
 
 /* schedule.c: aloro_webhook.retry_schedule */
 typedef struct AwSchedule
@@ -76,12 +83,23 @@ extern bool aw_row_double(AwRow *row, const char *name, double *result);
 extern bool aw_row_time(AwRow *row, const char *name, TimestampTz *result);
 extern Jsonb *aw_row_jsonb(AwRow *row, const char *name);
 extern bool aw_row_has_column(TupleDesc tupdesc, const char *name);
+extern void aw_row_check_types(TupleDesc tupdesc, const char *table);
+extern const char *aw_row_column_being_read(void);
 
 /* payload.c: call row -> body */
 extern char *aw_build_payload(AwRow *row, bool include_recording,
 							  TimestampTz queued_at);
+extern char *aw_payload_error_message(const char *column, const char *why);
+extern char *aw_payload_too_large(int64 bytes);
 extern char *aw_build_test_payload(int64 delivery_id, TimestampTz at);
 extern bool aw_status_is_terminal(const char *status);
+
+/* enqueue.c */
+extern Oid	aw_watched_table(Relation rel);
+
+/* utility.c: the ProcessUtility hook */
+extern void aw_install_utility_hook(void);
+extern bool aw_copy_loading(Relation rel);
 
 /* sign.c */
 extern void aw_hmac_sha256_hex(const char *key, int keylen,
@@ -92,6 +110,7 @@ extern void aw_hmac_sha256_hex(const char *key, int keylen,
 extern const char *aw_url_problem(const char *url);
 extern bool aw_url_password_span(const char *url, int *start, int *len);
 extern char *aw_url_masked(const char *url);
+extern char *aw_url_with_password(const char *url, const char *password);
 extern bool aw_check_allowed_networks(char **newval, void **extra, GucSource source);
 extern void aw_assign_allowed_networks(const char *newval, void *extra);
 extern bool aw_address_allowed(const struct sockaddr *sa, char *why, size_t whylen);

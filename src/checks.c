@@ -4,10 +4,10 @@
  *		name the bad value or column.
  *
  * _check_call() is the CHECK constraint of aloro_webhook.calls.
- * _refuse_nulls() is a BEFORE trigger that refuses a NULL in any NOT NULL
- * column by name, before PostgreSQL's own check would print the whole row
- * ("Failing row contains (...)") -- secret included -- in the error and
- * the server log.
+ * _check_webhook() is the BEFORE trigger of webhooks: it refuses a NULL in
+ * any NOT NULL column by name, before PostgreSQL's own check would print the
+ * whole row ("Failing row contains (...)") -- secret included -- in the
+ * error and the server log, and keeps a URL's password apart from the URL.
  *
  * IDENTIFICATION
  *		src/checks.c
@@ -17,6 +17,7 @@
 
 #include "access/htup_details.h"
 #include "commands/trigger.h"
+#include "executor/spi.h"
 #include "fmgr.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
@@ -103,27 +104,12 @@ aloro_webhook_check_call(PG_FUNCTION_ARGS)
 	PG_RETURN_BOOL(true);
 }
 
-PG_FUNCTION_INFO_V1(aloro_webhook_refuse_nulls);
-
-/*
- * BEFORE INSERT OR UPDATE FOR EACH ROW: a NULL in a NOT NULL column is
- * refused naming the column only.  Every NOT NULL column of the table is
- * checked, so a column added later is covered without touching this.
- */
-Datum
-aloro_webhook_refuse_nulls(PG_FUNCTION_ARGS)
+/* refuses a NULL in any NOT NULL column of tuple, naming the column only */
+static void
+aw_refuse_nulls(Relation rel, HeapTuple tuple, const char *what)
 {
-	TriggerData *td = (TriggerData *) fcinfo->context;
-	HeapTuple	tuple;
-	TupleDesc	desc;
+	TupleDesc	desc = RelationGetDescr(rel);
 
-	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_BEFORE(td->tg_event) ||
-		!TRIGGER_FIRED_FOR_ROW(td->tg_event))
-		ereport(ERROR,
-				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
-				 errmsg("aloro_webhook._refuse_nulls() must be called as a BEFORE ROW trigger")));
-	tuple = TRIGGER_FIRED_BY_UPDATE(td->tg_event) ? td->tg_newtuple : td->tg_trigtuple;
-	desc = RelationGetDescr(td->tg_relation);
 	for (int i = 0; i < desc->natts; i++)
 	{
 		Form_pg_attribute att = TupleDescAttr(desc, i);
@@ -132,14 +118,79 @@ aloro_webhook_refuse_nulls(PG_FUNCTION_ARGS)
 			continue;
 		ereport(ERROR,
 				(errcode(ERRCODE_NOT_NULL_VIOLATION),
-				 errmsg("%s %s must not be NULL",
-						strcmp(RelationGetRelationName(td->tg_relation), "webhooks") == 0 ?
-						"webhook" : RelationGetRelationName(td->tg_relation),
-						NameStr(att->attname)),
-				 errtablecol(td->tg_relation, i + 1),
+				 errmsg("%s %s must not be NULL", what, NameStr(att->attname)),
+				 errtablecol(rel, i + 1),
 				 strcmp(NameStr(att->attname), "url") == 0 ?
 				 errhint("A webhook URL looks like https://example.com/webhooks/aloro.") : 0));
 	}
+}
+
+/*
+ * A password in the URL moves to url_password, and url shows it as ***.
+ * A URL whose password is *** already keeps the url_password it has (an
+ * UPDATE of other columns, or a restore); a URL without one clears it.
+ */
+static HeapTuple
+aw_split_url_password(Relation rel, HeapTuple tuple)
+{
+	TupleDesc	desc = RelationGetDescr(rel);
+	int			url_att = SPI_fnumber(desc, "url");
+	int			pw_att = SPI_fnumber(desc, "url_password");
+	bool		isnull;
+	char	   *url;
+	int			start;
+	int			len;
+	Datum	   *values;
+	bool	   *nulls;
+	bool	   *repl;
+
+	if (url_att <= 0 || pw_att <= 0)
+		return tuple;
+	url = TextDatumGetCString(heap_getattr(tuple, url_att, desc, &isnull));
+	values = palloc0(sizeof(Datum) * desc->natts);
+	nulls = palloc0(sizeof(bool) * desc->natts);
+	repl = palloc0(sizeof(bool) * desc->natts);
+	if (!aw_url_password_span(url, &start, &len))
+	{
+		if (heap_attisnull(tuple, pw_att, desc))
+			return tuple;
+		nulls[pw_att - 1] = true;
+		repl[pw_att - 1] = true;
+	}
+	else if (len == strlen(AW_URL_PASSWORD_MASK) &&
+			 memcmp(url + start, AW_URL_PASSWORD_MASK, len) == 0)
+		return tuple;
+	else
+	{
+		values[url_att - 1] = CStringGetTextDatum(aw_url_masked(url));
+		repl[url_att - 1] = true;
+		values[pw_att - 1] = PointerGetDatum(cstring_to_text_with_len(url + start, len));
+		repl[pw_att - 1] = true;
+	}
+	return heap_modify_tuple(tuple, desc, values, nulls, repl);
+}
+
+PG_FUNCTION_INFO_V1(aloro_webhook_check_webhook);
+
+/*
+ * BEFORE INSERT OR UPDATE FOR EACH ROW on webhooks: a NULL in a NOT NULL
+ * column is refused naming the column only (every NOT NULL column, so a
+ * column added later is covered), and a password in the URL is kept apart.
+ */
+Datum
+aloro_webhook_check_webhook(PG_FUNCTION_ARGS)
+{
+	TriggerData *td = (TriggerData *) fcinfo->context;
+	HeapTuple	tuple;
+
+	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_BEFORE(td->tg_event) ||
+		!TRIGGER_FIRED_FOR_ROW(td->tg_event) || TRIGGER_FIRED_BY_DELETE(td->tg_event))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("aloro_webhook._check_webhook() must fire BEFORE INSERT OR UPDATE FOR EACH ROW")));
+	tuple = TRIGGER_FIRED_BY_UPDATE(td->tg_event) ? td->tg_newtuple : td->tg_trigtuple;
+	aw_refuse_nulls(td->tg_relation, tuple, "webhook");
+	tuple = aw_split_url_password(td->tg_relation, tuple);
 	return PointerGetDatum(tuple);
 }
 

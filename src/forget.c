@@ -4,7 +4,9 @@
  *		"ended" mark (aloro_webhook.ended_calls) with it.
  *
  * A call inserted again under that id, after DELETE or TRUNCATE, ends anew;
- * a call whose id changes keeps having ended under the new id.
+ * a call whose id changes keeps having ended under the new id; a row that
+ * moves to another partition of the table (DELETE plus INSERT, as far as
+ * triggers see) is the same call and stays ended.
  *
  * The trigger is SECURITY DEFINER (the roles that write calls have no right
  * on ended_calls), so it must not evaluate anything the owner of the
@@ -19,11 +21,18 @@
  */
 #include "aloro_webhook.h"
 
+#include "access/htup_details.h"
+#include "catalog/pg_operator.h"
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "utils/builtins.h"
+#include "utils/hsearch.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/syscache.h"
+#include "utils/typcache.h"
 #include "utils/rel.h"
 
 #include "spi_util.h"
@@ -31,6 +40,17 @@
 static SPIPlanPtr aw_forget_plan = NULL;
 static SPIPlanPtr aw_rename_plan = NULL;
 static SPIPlanPtr aw_truncate_plan = NULL;
+
+/* the statement that asks a watched table whether a call id is still in it */
+typedef struct AwStillThere
+{
+	Oid			relid;			/* hash key: the watched table */
+	Oid			idtype;			/* the type of its id column the plan was made for */
+	bool		by_text;		/* compares the id as text (no equality operator) */
+	SPIPlanPtr	plan;
+} AwStillThere;
+
+static HTAB *aw_still_there_plans = NULL;
 
 /* runs one of the trigger's statements */
 static void
@@ -40,6 +60,94 @@ aw_forget_run(SPIPlanPtr *plan, const char *sql, int nargs, Oid *types, Datum *a
 		*plan = aw_prepare(sql, nargs, types);
 	if (SPI_execute_plan(*plan, args, NULL, false, 0) < 0)
 		elog(ERROR, "could not update aloro_webhook.ended_calls");
+}
+
+/*
+ * The plan that finds a row with a given id in a watched table.  The id is
+ * compared with the equality operator of its type's default operator class
+ * (which only a superuser can create), named with its schema; a type
+ * without one is compared as text, read through its output function.
+ */
+static AwStillThere *
+aw_still_there_plan(Oid relid, Oid idtype)
+{
+	AwStillThere *e;
+	bool		found;
+	TypeCacheEntry *tc;
+	StringInfoData sql;
+	Oid			argtype;
+
+	if (aw_still_there_plans == NULL)
+	{
+		HASHCTL		ctl;
+
+		ctl.keysize = sizeof(Oid);
+		ctl.entrysize = sizeof(AwStillThere);
+		ctl.hcxt = TopMemoryContext;
+		aw_still_there_plans = hash_create("aloro_webhook call lookups", 16, &ctl,
+										   HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	}
+	e = hash_search(aw_still_there_plans, &relid, HASH_ENTER, &found);
+	if (found && e->idtype == idtype && e->plan != NULL)
+		return e;
+	if (found && e->plan != NULL)
+		SPI_freeplan(e->plan);
+	e->plan = NULL;
+	e->idtype = idtype;
+
+	tc = lookup_type_cache(idtype, TYPECACHE_EQ_OPR);
+	initStringInfo(&sql);
+	appendStringInfo(&sql, "SELECT 1 FROM %s c WHERE ",
+					 quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)),
+												get_rel_name(relid)));
+	if (OidIsValid(tc->eq_opr))
+	{
+		HeapTuple	opr = SearchSysCache1(OPEROID, ObjectIdGetDatum(tc->eq_opr));
+		Form_pg_operator form;
+
+		if (!HeapTupleIsValid(opr))
+			elog(ERROR, "cache lookup failed for operator %u", tc->eq_opr);
+		form = (Form_pg_operator) GETSTRUCT(opr);
+		appendStringInfo(&sql, "c.id OPERATOR(%s.%s) $1 LIMIT 1",
+						 quote_identifier(get_namespace_name(form->oprnamespace)),
+						 NameStr(form->oprname));
+		ReleaseSysCache(opr);
+		e->by_text = false;
+		argtype = idtype;
+	}
+	else
+	{
+		appendStringInfoString(&sql, "aloro_webhook._text_of(c.id) = $1 LIMIT 1");
+		e->by_text = true;
+		argtype = TEXTOID;
+	}
+	e->plan = aw_prepare(sql.data, 1, &argtype);
+	return e;
+}
+
+/*
+ * Is a call with this row's id still in the watched table?  A row that
+ * moved to another partition (an UPDATE of the partition key runs as a
+ * DELETE and an INSERT) is, and the call stays ended.  AFTER triggers fire
+ * at the end of the statement, so the row's new home is visible.
+ */
+static bool
+aw_call_still_there(Relation rel, HeapTuple old, const char *id)
+{
+	TupleDesc	desc = RelationGetDescr(rel);
+	int			attnum = SPI_fnumber(desc, "id");
+	AwStillThere *e;
+	Datum		arg;
+	bool		isnull;
+
+	if (attnum <= 0)
+		return false;
+	e = aw_still_there_plan(aw_watched_table(rel), TupleDescAttr(desc, attnum - 1)->atttypid);
+	arg = e->by_text ? CStringGetTextDatum(id) : heap_getattr(old, attnum, desc, &isnull);
+	/* read-write: a fresh snapshot that sees what the statement did */
+	if (SPI_execute_plan(e->plan, &arg, NULL, false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not look for call \"%s\"", id);
+	return SPI_processed > 0;
 }
 
 PG_FUNCTION_INFO_V1(aloro_webhook_call_forgotten);
@@ -65,7 +173,7 @@ aloro_webhook_call_forgotten(PG_FUNCTION_ARGS)
 	row.tupdesc = RelationGetDescr(td->tg_relation);
 	if (TRIGGER_FIRED_BY_TRUNCATE(td->tg_event))
 	{
-		/* the table itself, or (partitioned) any of its partitions */
+		/* recorded under the table (or, before 0.2.0, under a partition of it) */
 		Oid			types[1] = {OIDOID};
 		Datum		args[1] = {ObjectIdGetDatum(RelationGetRelid(td->tg_relation))};
 
@@ -81,7 +189,7 @@ aloro_webhook_call_forgotten(PG_FUNCTION_ARGS)
 
 		row.tuple = td->tg_trigtuple;
 		id = aw_row_text(&row, "id");
-		if (id != NULL)
+		if (id != NULL && !aw_call_still_there(td->tg_relation, td->tg_trigtuple, id))
 		{
 			Oid			types[1] = {TEXTOID};
 			Datum		args[1] = {CStringGetTextDatum(id)};

@@ -50,6 +50,7 @@ typedef struct AwRequest
 	bool		in_final;		/* the status line seen last is a final one (>= 200) */
 	bool		headers_done;	/* the final response's headers ended (blank line) */
 	bool		add_failed;		/* libcurl would not take the request */
+	size_t		body_len;
 	char		errbuf[CURL_ERROR_SIZE];
 	char		blocked[AW_WHY_LEN];	/* why the address policy refused, if it did */
 	instr_time	start;
@@ -62,6 +63,7 @@ static bool aw_msgs_waiting = false;	/* finished requests not yet collected */
 static instr_time aw_timer_set;
 static dlist_head aw_in_flight = DLIST_STATIC_INIT(aw_in_flight);
 static int	aw_n_in_flight = 0;
+static int64 aw_bytes_in_flight = 0;	/* body bytes of the requests in flight */
 
 /* requests in flight per webhook: counted where they start and where they end */
 typedef struct AwHookCount
@@ -258,6 +260,12 @@ aw_http_in_flight(void)
 	return aw_n_in_flight;
 }
 
+int64
+aw_http_bytes_in_flight(void)
+{
+	return aw_bytes_in_flight;
+}
+
 /* did more requests finish than the last aw_http_drive() could return? */
 bool
 aw_http_results_waiting(void)
@@ -423,6 +431,8 @@ aw_http_start(AwClaim *claim)
 
 	dlist_push_tail(&aw_in_flight, &req->node);
 	aw_n_in_flight++;
+	req->body_len = strlen(claim->body);
+	aw_bytes_in_flight += req->body_len;
 	aw_hook_count_add(claim->webhook_id, 1);
 	mc = curl_multi_add_handle(aw_multi, easy);
 	if (mc != CURLM_OK)
@@ -540,6 +550,7 @@ aw_detach(AwRequest *req)
 	req->easy = NULL;
 	dlist_delete(&req->node);
 	aw_n_in_flight--;
+	aw_bytes_in_flight -= req->body_len;
 	aw_hook_count_add(req->claim->webhook_id, -1);
 	if (req->response != NULL)
 		free(req->response);

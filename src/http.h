@@ -15,6 +15,7 @@ extern void aw_http_init(void);
 extern int	aw_http_epoll_fd(void);
 extern int	aw_http_fd_cap(void);
 extern int	aw_http_in_flight(void);
+extern int64 aw_http_bytes_in_flight(void);
 extern long aw_http_timeout_ms(void);
 extern void aw_http_start(AwClaim *claim);
 extern int	aw_http_drive(AwResult **done, AwClaim **done_claims, int max);

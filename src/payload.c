@@ -348,6 +348,31 @@ aw_build_payload(AwRow *row, bool include_recording, TimestampTz queued_at)
 	return out.data;
 }
 
+/* The error of a delivery whose body could not be built (column: where, or NULL). */
+char *
+aw_payload_error_message(const char *column, const char *why)
+{
+	if (column != NULL)
+		return psprintf("payload could not be built: column \"%s\": %s; fix the call's data, then redeliver",
+						column, why);
+	return psprintf("payload could not be built: %s; fix the call's data, then redeliver", why);
+}
+
+/*
+ * The error of a delivery whose body is larger than
+ * aloro_webhook.max_payload_size, or NULL when it is not.  The enqueue
+ * trigger and the worker (which sends nothing larger, whatever the setting
+ * was when it was queued) say it the same way.
+ */
+char *
+aw_payload_too_large(int64 bytes)
+{
+	if (bytes <= (int64) aw_max_payload_size)
+		return NULL;
+	return psprintf("payload too large: " INT64_FORMAT " bytes, more than aloro_webhook.max_payload_size (%d bytes); "
+					"raise the setting, then redeliver", bytes, aw_max_payload_size);
+}
+
 /* The contract's test payload for a test delivery. */
 char *
 aw_build_test_payload(int64 delivery_id, TimestampTz at)

@@ -4,11 +4,14 @@
  *		and recording attempts.  All of it runs over SPI inside the short
  *		transactions that worker.c opens; none of it waits on the network.
  *
- * A delivery in flight has claimed_at set.  Claims do not expire: there is
- * one worker, and it releases every claim it finds when it starts, so an
- * attempt cut off by a crash, a kill or an immediate shutdown is simply due
- * again.  (At least once: the receiver may see that attempt twice, with the
- * same X-Aloro-Delivery.)
+ * The worker works on aloro_webhook.queue, the narrow table of pending
+ * deliveries; delivery_log holds where each delivery stands and payloads its
+ * body.  A delivery in flight has queue.claimed_by set to the token of the
+ * worker that holds it.  Claims do not expire: a claim whose token is not
+ * that of a running worker was cut off (a crash, a kill, an immediate
+ * shutdown, a restore) and is released -- at start-up, and by the sweep --
+ * so that the delivery is simply due again.  (At least once: the receiver
+ * may see that attempt twice, with the same X-Aloro-Delivery.)
  *
  * IDENTIFICATION
  *		src/queue.c
@@ -18,6 +21,7 @@
 
 #include "access/xact.h"
 #include "catalog/pg_type.h"
+#include "catalog/namespace.h"
 #include "commands/extension.h"
 #include "executor/spi.h"
 #include "utils/array.h"
@@ -37,12 +41,40 @@ static SPIPlanPtr aw_plan_claim = NULL;
 static SPIPlanPtr aw_plan_next_due = NULL;
 static SPIPlanPtr aw_plan_record = NULL;
 static SPIPlanPtr aw_plan_record_by_id = NULL;
+static SPIPlanPtr aw_plan_release = NULL;
+static SPIPlanPtr aw_plan_orphans = NULL;
+static SPIPlanPtr aw_plan_fail_orphans = NULL;
 
-/* The extension's OID in this database (as of this transaction), or InvalidOid. */
+/* the token of the worker whose results aw_queue_record is writing */
+static int64 aw_record_token = 0;
+
+/*
+ * The extension's OID in this database (as of this transaction), or
+ * InvalidOid with *state saying why: not installed, still 0.1.0's schema
+ * (the library was upgraded, ALTER EXTENSION ... UPDATE not run yet), or
+ * not visible yet.  A commit wakes the worker before it sends the catalog
+ * invalidations of what it created, so the syscache may still say the
+ * schema's objects do not exist for a moment; the worker looks again soon.
+ */
 Oid
-aw_queue_extension_oid(void)
+aw_queue_extension_oid(AwQueueState *state)
 {
-	return get_extension_oid("aloro_webhook", true);
+	Oid			ext = get_extension_oid("aloro_webhook", true);
+	Oid			nsp;
+
+	if (!OidIsValid(ext))
+	{
+		*state = AW_QUEUE_NONE;
+		return InvalidOid;
+	}
+	nsp = get_namespace_oid("aloro_webhook", true);
+	if (!OidIsValid(nsp))
+		*state = AW_QUEUE_NOT_READY;
+	else if (!OidIsValid(get_relname_relid("queue", nsp)))
+		*state = OidIsValid(get_relname_relid("deliveries", nsp)) ? AW_QUEUE_LEGACY : AW_QUEUE_NOT_READY;
+	else
+		*state = AW_QUEUE_READY;
+	return *state == AW_QUEUE_READY ? ext : InvalidOid;
 }
 
 /* Drops the saved plans, for when the extension went away. */
@@ -50,7 +82,8 @@ void
 aw_queue_forget_plans(void)
 {
 	SPIPlanPtr *plans[] = {&aw_plan_candidates, &aw_plan_claim, &aw_plan_next_due,
-	&aw_plan_record, &aw_plan_record_by_id};
+		&aw_plan_record, &aw_plan_record_by_id, &aw_plan_release, &aw_plan_orphans,
+	&aw_plan_fail_orphans};
 
 	for (size_t i = 0; i < lengthof(plans); i++)
 		if (*plans[i] != NULL)
@@ -62,28 +95,46 @@ aw_queue_forget_plans(void)
 
 /*
  * aw_queue_release_claims
- *		At start-up and at shutdown: whatever was in flight is due again at
- *		once.  The cut-off attempt goes into the history (it may or may not
- *		have reached the receiver), without using up the attempt budget: it is
- *		retried as the same step of the schedule.  Returns how many.
+ *		Makes every delivery held by a worker that no longer runs (its token
+ *		is not in live[]) due again at once.  The cut-off attempt goes into
+ *		the history (it may or may not have reached the receiver), without
+ *		using up the attempt budget: it is retried as the same step of the
+ *		schedule.  Returns how many.
  */
 uint64
-aw_queue_release_claims(void)
+aw_queue_release_claims(const int64 *live, int nlive)
 {
-	if (SPI_execute("WITH c AS ("
-					"  SELECT d.id, d.claimed_at FROM aloro_webhook.deliveries d "
-					"   WHERE d.claimed_at IS NOT NULL FOR UPDATE), "
-					"u AS ("
-					"  UPDATE aloro_webhook.deliveries d "
-					"     SET claimed_at = NULL, next_attempt_at = pg_catalog.now(), "
-					"         attempts = d.attempts + 1, budget_start = d.budget_start + 1, "
-					"         last_http_status = NULL, last_error = " AW_INTERRUPTED_SQL " "
-					"    FROM c WHERE d.id = c.id "
-					"  RETURNING d.id, d.attempts, c.claimed_at) "
-					"INSERT INTO aloro_webhook.delivery_attempts "
-					"       (delivery_id, attempt, started_at, duration_ms, http_status, error) "
-					"SELECT u.id, u.attempts, u.claimed_at, NULL, NULL, " AW_INTERRUPTED_SQL " FROM u "
-					"ON CONFLICT (delivery_id, attempt) DO NOTHING", false, 0) != SPI_OK_INSERT)
+	Datum		args[1];
+
+	if (aw_plan_release == NULL)
+	{
+		Oid			types[1] = {INT8ARRAYOID};
+
+		aw_plan_release = aw_prepare(
+									 "WITH c AS ("
+									 "  SELECT q.delivery_id, q.claimed_at FROM aloro_webhook.queue q "
+									 "   WHERE q.claimed_by IS NOT NULL AND q.claimed_by <> ALL ($1) FOR UPDATE), "
+									 "u AS ("
+									 "  UPDATE aloro_webhook.queue q "
+									 "     SET claimed_by = NULL, claimed_at = NULL, due_at = pg_catalog.now() "
+									 "    FROM c WHERE q.delivery_id = c.delivery_id "
+									 "  RETURNING q.delivery_id, c.claimed_at), "
+									 "l AS ("
+									 "  UPDATE aloro_webhook.delivery_log d "
+									 "     SET next_attempt_at = pg_catalog.now(), "
+									 "         attempts = d.attempts + 1, budget_start = d.budget_start + 1, "
+									 "         last_http_status = NULL, last_error = " AW_INTERRUPTED_SQL " "
+									 "    FROM u WHERE d.id = u.delivery_id "
+									 "  RETURNING d.id, d.attempts, u.claimed_at) "
+									 "INSERT INTO aloro_webhook.delivery_attempts "
+									 "       (delivery_id, attempt, started_at, duration_ms, http_status, error) "
+									 "SELECT l.id, l.attempts, COALESCE(l.claimed_at, pg_catalog.now()), "
+									 "       NULL, NULL, " AW_INTERRUPTED_SQL " FROM l "
+									 "ON CONFLICT (delivery_id, attempt) DO NOTHING",
+									 1, types);
+	}
+	args[0] = aw_int8_array(live, nlive);
+	if (SPI_execute_plan(aw_plan_release, args, NULL, false, 0) != SPI_OK_INSERT)
 		elog(ERROR, "could not release claimed deliveries");
 	return SPI_processed;
 }
@@ -102,10 +153,11 @@ aw_tid_array(const ItemPointerData *tids, int n)
 /*
  * aw_queue_candidates
  *		Up to limit due deliveries, earliest first, of enabled webhooks but
- *		those in exclude (at their in-flight cap): their row versions (ctid)
- *		and webhooks.  The rows are locked (SKIP LOCKED: one someone else is
- *		changing waits for a later turn), so aw_queue_claim can address them
- *		by ctid.  Deliveries of a disabled webhook are held, not dropped.
+ *		those in exclude (at their in-flight cap): their queue row versions
+ *		(ctid), webhooks and body sizes.  The rows are locked (SKIP LOCKED:
+ *		one someone else is changing waits for a later turn), so
+ *		aw_queue_claim can address them by ctid.  Deliveries of a disabled
+ *		webhook are held, not dropped.
  *
  * It probes the due index once per webhook, so a long backlog behind a
  * saturated webhook is never scanned.  The worker's statements address rows
@@ -116,7 +168,7 @@ aw_tid_array(const ItemPointerData *tids, int n)
  */
 int
 aw_queue_candidates(int limit, const int64 *exclude, int nexclude,
-					ItemPointerData *tids, int64 *webhooks)
+					ItemPointerData *tids, int64 *webhooks, int *bytes)
 {
 	Datum		args[2];
 
@@ -132,21 +184,22 @@ aw_queue_candidates(int limit, const int64 *exclude, int nexclude,
 		 * someone else.
 		 */
 		aw_plan_candidates = aw_prepare(
-										"SELECT d.ctid, d.webhook_id "
-										"  FROM aloro_webhook.deliveries d "
-										" WHERE d.ctid = ANY (ARRAY("
+										"SELECT q.ctid, q.webhook_id, q.bytes "
+										"  FROM aloro_webhook.queue q "
+										" WHERE q.ctid = ANY (ARRAY("
 										"   SELECT c.ctid "
 										"     FROM aloro_webhook.webhooks w "
 										"    CROSS JOIN LATERAL ("
-										"      SELECT d2.ctid, d2.next_attempt_at "
-										"        FROM aloro_webhook.deliveries d2 "
-										"       WHERE d2.webhook_id = w.id AND d2.status = 'pending' "
-										"         AND d2.claimed_at IS NULL AND d2.next_attempt_at <= pg_catalog.now() "
-										"       ORDER BY d2.next_attempt_at LIMIT $1) c "
+										"      SELECT q2.ctid, q2.due_at "
+										"        FROM aloro_webhook.queue q2 "
+										"       WHERE q2.webhook_id = w.id AND q2.due_at <= pg_catalog.now() "
+										"         AND q2.claimed_by IS NULL "
+										"       ORDER BY q2.due_at LIMIT $1) c "
 										"    WHERE w.enabled AND w.id <> ALL ($2) "
-										"    ORDER BY c.next_attempt_at "
+										"    ORDER BY c.due_at "
 										"    LIMIT $1)) "
-										"   FOR UPDATE OF d SKIP LOCKED",
+										"   AND q.claimed_by IS NULL "
+										"   FOR UPDATE OF q SKIP LOCKED",
 										2, types);
 	}
 	args[0] = Int32GetDatum(limit);
@@ -156,47 +209,50 @@ aw_queue_candidates(int limit, const int64 *exclude, int nexclude,
 	for (uint64 i = 0; i < SPI_processed; i++)
 	{
 		bool		isnull;
+		HeapTuple	t = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
 
-		ItemPointerCopy((ItemPointer) DatumGetPointer(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull)),
-						&tids[i]);
-		webhooks[i] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2, &isnull));
+		ItemPointerCopy((ItemPointer) DatumGetPointer(SPI_getbinval(t, desc, 1, &isnull)), &tids[i]);
+		webhooks[i] = DatumGetInt64(SPI_getbinval(t, desc, 2, &isnull));
+		bytes[i] = DatumGetInt32(SPI_getbinval(t, desc, 3, &isnull));
 	}
 	return (int) SPI_processed;
 }
 
 /*
  * aw_queue_claim
- *		Marks the given row versions in flight and returns them with their
- *		webhook's URL and secret (a row whose webhook is gone is left alone).  They were locked by aw_queue_candidates in
- *		this same transaction, so they are still pending and unclaimed; the
- *		statement says nothing else about them, so that the only plan is a
- *		TID scan.
+ *		Marks the given queue row versions in flight, held by this worker's
+ *		token, and returns them with their bodies and their webhook's URL and
+ *		secret (a row whose webhook is gone is left alone: the sweep fails
+ *		it).  They were locked by aw_queue_candidates in this same
+ *		transaction, so they are still pending and unclaimed; the statement
+ *		says nothing else about them, so that the only plan is a TID scan.
  *		Each claim and its strings are allocated in a fresh child of cxt, so
  *		that a finished request frees all it used at once.
  */
 int
-aw_queue_claim(const ItemPointerData *tids, int n, MemoryContext cxt, AwClaim **claims)
+aw_queue_claim(const ItemPointerData *tids, int n, int64 token, MemoryContext cxt, AwClaim **claims)
 {
-	Datum		args[1];
+	Datum		args[2];
 	uint64		got;
 
 	if (aw_plan_claim == NULL)
 	{
-		Oid			types[1] = {TIDARRAYOID};
+		Oid			types[2] = {TIDARRAYOID, INT8OID};
 
-		/*
-		 * Joined with its webhook: a delivery whose webhook was deleted in
-		 * the meantime is not claimed (the sweep fails it).
-		 */
 		aw_plan_claim = aw_prepare(
-								   "UPDATE aloro_webhook.deliveries d SET claimed_at = pg_catalog.now() "
-								   "  FROM aloro_webhook.webhooks w "
-								   " WHERE d.ctid = ANY ($1) AND w.id = d.webhook_id "
-								   "RETURNING d.id, d.webhook_id, d.body, d.attempts, d.budget_start, "
-								   "          w.url, w.secret, d.ctid",
-								   1, types);
+								   "UPDATE aloro_webhook.queue q "
+								   "   SET claimed_by = $2, claimed_at = pg_catalog.now() "
+								   "  FROM aloro_webhook.delivery_log d "
+								   "  JOIN aloro_webhook.webhooks w ON w.id = d.webhook_id "
+								   "  LEFT JOIN aloro_webhook.payloads p ON p.id = d.payload_id "
+								   " WHERE q.ctid = ANY ($1) AND d.id = q.delivery_id "
+								   "RETURNING q.delivery_id, q.webhook_id, p.body, d.attempts, d.budget_start, "
+								   "          w.url, w.url_password, w.secret, q.ctid",
+								   2, types);
 	}
 	args[0] = aw_tid_array(tids, n);
+	args[1] = Int64GetDatum(token);
 	if (SPI_execute_plan(aw_plan_claim, args, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
 		elog(ERROR, "could not claim deliveries");
 	got = SPI_processed;
@@ -208,6 +264,7 @@ aw_queue_claim(const ItemPointerData *tids, int n, MemoryContext cxt, AwClaim **
 												   ALLOCSET_SMALL_SIZES);
 		AwClaim    *c = MemoryContextAllocZero(rcxt, sizeof(AwClaim));
 		bool		isnull;
+		char	   *password;
 
 		c->cxt = rcxt;
 		c->id = DatumGetInt64(SPI_getbinval(t, desc, 1, &isnull));
@@ -216,28 +273,87 @@ aw_queue_claim(const ItemPointerData *tids, int n, MemoryContext cxt, AwClaim **
 		c->attempts = DatumGetInt32(SPI_getbinval(t, desc, 4, &isnull));
 		c->budget_start = DatumGetInt32(SPI_getbinval(t, desc, 5, &isnull));
 		c->url = aw_spi_text(t, desc, 6, rcxt);
-		c->secret = aw_spi_text(t, desc, 7, rcxt);
-		ItemPointerCopy((ItemPointer) DatumGetPointer(SPI_getbinval(t, desc, 8, &isnull)), &c->ctid);
+		password = aw_spi_text(t, desc, 7, rcxt);
+		if (password != NULL)
+		{
+			MemoryContext old = MemoryContextSwitchTo(rcxt);
+
+			c->url = aw_url_with_password(c->url, password);
+			MemoryContextSwitchTo(old);
+		}
+		c->secret = aw_spi_text(t, desc, 8, rcxt);
+		ItemPointerCopy((ItemPointer) DatumGetPointer(SPI_getbinval(t, desc, 9, &isnull)), &c->ctid);
 		claims[i] = c;
 	}
 	return (int) got;
 }
 
 /*
+ * aw_queue_orphans
+ *		Waiting deliveries whose webhook is gone (up to max, into ids).
+ *		Deleting a webhook fails its deliveries in a trigger; these are the
+ *		ones a race let through (a call that ended while the webhook was
+ *		being deleted).  While a restore is loading the extension's tables
+ *		the queue may come before the webhooks: with no webhook at all, none
+ *		counts as an orphan.
+ */
+int
+aw_queue_orphans(int64 *ids, int max)
+{
+	Datum		args[1];
+
+	if (aw_plan_orphans == NULL)
+	{
+		Oid			types[1] = {INT4OID};
+
+		aw_plan_orphans = aw_prepare(
+									 "SELECT q.delivery_id FROM aloro_webhook.queue q "
+									 " WHERE q.claimed_by IS NULL "
+									 "   AND NOT EXISTS (SELECT 1 FROM aloro_webhook.webhooks w WHERE w.id = q.webhook_id) "
+									 "   AND EXISTS (SELECT 1 FROM aloro_webhook.webhooks) "
+									 " LIMIT $1",
+									 1, types);
+	}
+	args[0] = Int32GetDatum(max);
+	if (SPI_execute_plan(aw_plan_orphans, args, NULL, true, max) != SPI_OK_SELECT)
+		elog(ERROR, "could not look for deliveries of deleted webhooks");
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		bool		isnull;
+
+		ids[i] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
+	}
+	return (int) SPI_processed;
+}
+
+/*
  * aw_queue_fail_orphans
- *		Fails waiting deliveries whose webhook is gone.  Deleting a webhook does
- *		this in a trigger; this catches the ones a race let through (a call
- *		that ended while the webhook was being deleted).  Returns how many.
+ *		Fails those of ids[0..n) that are still waiting deliveries of a
+ *		deleted webhook.  Returns how many.
  */
 uint64
-aw_queue_fail_orphans(void)
+aw_queue_fail_orphans(const int64 *ids, int n)
 {
-	if (SPI_execute("UPDATE aloro_webhook.deliveries d "
-					"   SET status = 'failed', next_attempt_at = NULL, finished_at = pg_catalog.now(), "
-					"       last_error = pg_catalog.format('webhook %s was deleted', d.webhook_id) "
-					" WHERE d.status = 'pending' AND d.claimed_at IS NULL "
-					"   AND NOT EXISTS (SELECT 1 FROM aloro_webhook.webhooks w "
-					"                    WHERE w.id = d.webhook_id)", false, 0) != SPI_OK_UPDATE)
+	Datum		args[1];
+
+	if (aw_plan_fail_orphans == NULL)
+	{
+		Oid			types[1] = {INT8ARRAYOID};
+
+		aw_plan_fail_orphans = aw_prepare(
+										  "WITH gone AS ("
+										  "  DELETE FROM aloro_webhook.queue q "
+										  "   WHERE q.delivery_id = ANY ($1) AND q.claimed_by IS NULL "
+										  "     AND NOT EXISTS (SELECT 1 FROM aloro_webhook.webhooks w WHERE w.id = q.webhook_id) "
+										  "  RETURNING q.delivery_id, q.webhook_id) "
+										  "UPDATE aloro_webhook.delivery_log d "
+										  "   SET status = 'failed', next_attempt_at = NULL, finished_at = pg_catalog.now(), "
+										  "       last_error = aloro_webhook._webhook_deleted_message(gone.webhook_id, NULL) "
+										  "  FROM gone WHERE d.id = gone.delivery_id",
+										  1, types);
+	}
+	args[0] = aw_int8_array(ids, n);
+	if (SPI_execute_plan(aw_plan_fail_orphans, args, NULL, false, 0) != SPI_OK_UPDATE)
 		elog(ERROR, "could not fail deliveries of deleted webhooks");
 	return SPI_processed;
 }
@@ -258,13 +374,12 @@ aw_queue_next_due(const int64 *exclude, int nexclude, TimestampTz *due)
 		Oid			types[1] = {INT8ARRAYOID};
 
 		aw_plan_next_due = aw_prepare(
-									  "SELECT pg_catalog.min(c.next_attempt_at) "
+									  "SELECT pg_catalog.min(c.due_at) "
 									  "  FROM aloro_webhook.webhooks w "
 									  " CROSS JOIN LATERAL ("
-									  "   SELECT d.next_attempt_at FROM aloro_webhook.deliveries d "
-									  "    WHERE d.webhook_id = w.id AND d.status = 'pending' "
-									  "      AND d.claimed_at IS NULL "
-									  "    ORDER BY d.next_attempt_at LIMIT 1) c "
+									  "   SELECT q.due_at FROM aloro_webhook.queue q "
+									  "    WHERE q.webhook_id = w.id AND q.claimed_by IS NULL "
+									  "    ORDER BY q.due_at LIMIT 1) c "
 									  " WHERE w.enabled AND w.id <> ALL ($1)",
 									  1, types);
 	}
@@ -362,32 +477,45 @@ aw_record_args(AwResult **results, int n, Datum *args)
 	/* a retry is pointless once the webhook is deleted */ \
 	"s AS (" \
 	"  SELECT r.*, (r.new_status = 'pending' AND w.id IS NULL) AS orphaned " \
-	"    FROM r LEFT JOIN aloro_webhook.webhooks w ON w.id = r.webhook_id) " \
-	"UPDATE aloro_webhook.deliveries d " \
+	"    FROM r LEFT JOIN aloro_webhook.webhooks w ON w.id = r.webhook_id), " \
+	/* the queue: finished ones leave it, retries get their due time -- if we still hold them */ \
+	"qd AS (" \
+	"  DELETE FROM aloro_webhook.queue q USING s " \
+	"   WHERE %s AND q.delivery_id = s.id AND q.claimed_by = $14 " \
+	"     AND (s.new_status <> 'pending' OR s.orphaned) " \
+	"  RETURNING q.delivery_id), " \
+	"qu AS (" \
+	"  UPDATE aloro_webhook.queue q " \
+	"     SET due_at = s.next_attempt_at, claimed_by = NULL, claimed_at = NULL " \
+	"    FROM s WHERE %s AND q.delivery_id = s.id AND q.claimed_by = $14 " \
+	"     AND s.new_status = 'pending' AND NOT s.orphaned " \
+	"  RETURNING q.delivery_id), " \
+	"held AS (SELECT delivery_id FROM qd UNION ALL SELECT delivery_id FROM qu) " \
+	"UPDATE aloro_webhook.delivery_log d " \
 	"   SET status = CASE WHEN s.orphaned THEN 'failed' ELSE s.new_status END, " \
 	"       attempts = CASE WHEN s.record_attempt THEN s.attempt ELSE d.attempts END, " \
 	"       next_attempt_at = CASE WHEN s.orphaned THEN NULL ELSE s.next_attempt_at END, " \
 	"       last_http_status = CASE WHEN s.record_attempt THEN s.http_status ELSE d.last_http_status END, " \
 	"       last_error = CASE WHEN s.orphaned " \
-	"                         THEN pg_catalog.format('webhook %%s was deleted; last attempt: %%s', d.webhook_id, s.error) " \
+	"                         THEN aloro_webhook._webhook_deleted_message(d.webhook_id, s.error) " \
 	"                         ELSE s.error END, " \
-	"       finished_at = CASE WHEN s.new_status = 'pending' AND NOT s.orphaned THEN NULL ELSE pg_catalog.now() END, " \
-	"       claimed_at = NULL " \
-	"  FROM s WHERE %s AND d.id = s.id AND d.claimed_at IS NOT NULL " \
+	"       finished_at = CASE WHEN s.new_status = 'pending' AND NOT s.orphaned THEN NULL ELSE pg_catalog.now() END " \
+	"  FROM s JOIN held h ON h.delivery_id = s.id WHERE d.id = s.id " \
 	"RETURNING d.id"
 
 
 static SPIPlanPtr
 aw_record_plan(bool by_id)
 {
-	Oid			types[13] = {INT8ARRAYOID, INT4ARRAYOID, TIMESTAMPTZARRAYOID, INT4ARRAYOID,
+	Oid			types[14] = {INT8ARRAYOID, INT4ARRAYOID, TIMESTAMPTZARRAYOID, INT4ARRAYOID,
 		INT4ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID,
-	TIMESTAMPTZARRAYOID, BOOLARRAYOID, INT8ARRAYOID, TIDARRAYOID, BOOLOID};
+	TIMESTAMPTZARRAYOID, BOOLARRAYOID, INT8ARRAYOID, TIDARRAYOID, BOOLOID, INT8OID};
 	SPIPlanPtr *plan = by_id ? &aw_plan_record_by_id : &aw_plan_record;
 
 	if (*plan == NULL)
-		*plan = aw_prepare(psprintf(AW_RECORD_SQL, by_id ? "true" : "d.ctid = ANY ($12)"),
-						   13, types);
+		*plan = aw_prepare(psprintf(AW_RECORD_SQL, by_id ? "true" : "q.ctid = ANY ($12)",
+									by_id ? "true" : "q.ctid = ANY ($12)"),
+						   14, types);
 	return *plan;
 }
 
@@ -408,12 +536,13 @@ aw_int64_cmp(const void *a, const void *b)
 static void
 aw_record_batch(AwResult **results, int n, bool with_attempts)
 {
-	Datum		args[13];
+	Datum		args[14];
 	int64	   *found;
 	uint64		nfound;
 
 	aw_record_args(results, n, args);
 	args[12] = BoolGetDatum(with_attempts);
+	args[13] = Int64GetDatum(aw_record_token);
 	if (SPI_execute_plan(aw_record_plan(false), args, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
 		elog(ERROR, "could not record delivery attempts");
 	nfound = SPI_processed;
@@ -434,6 +563,7 @@ aw_record_batch(AwResult **results, int n, bool with_attempts)
 			continue;
 		aw_record_args(&results[i], 1, args);
 		args[12] = BoolGetDatum(with_attempts);
+		args[13] = Int64GetDatum(aw_record_token);
 		if (SPI_execute_plan(aw_record_plan(true), args, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
 			elog(ERROR, "could not record delivery attempts");
 	}
@@ -522,10 +652,11 @@ aw_record_guarded(AwResult **results, int n, bool with_attempts, const char *fai
  *		are thrown on: the caller retries the whole batch later.
  */
 void
-aw_queue_record(AwResult **results, int n)
+aw_queue_record(AwResult **results, int n, int64 token)
 {
 	if (n == 0)
 		return;
+	aw_record_token = token;
 	if (n > 1 && aw_record_guarded(results, n, true, NULL))
 		return;
 	for (int i = 0; i < n; i++)

@@ -36,6 +36,7 @@ typedef struct AwResult
 	ItemPointerData ctid;		/* the claimed row version, to update it without a search */
 	int			attempt;		/* 1-based number of this attempt */
 	bool		record_attempt; /* false: resolved without an HTTP attempt */
+	bool		final;			/* fails the delivery whatever the schedule says */
 	TimestampTz started_at;
 	int			duration_ms;
 	int			http_status;	/* 0: no response */
@@ -45,15 +46,25 @@ typedef struct AwResult
 	TimestampTz next_attempt_at;	/* 0: none */
 } AwResult;
 
-extern Oid	aw_queue_extension_oid(void);
+/* what aw_queue_extension_oid found */
+typedef enum AwQueueState
+{
+	AW_QUEUE_NONE,				/* no extension in this database */
+	AW_QUEUE_LEGACY,			/* installed, but its schema is 0.1.0's */
+	AW_QUEUE_NOT_READY,			/* installed, its objects not visible yet */
+	AW_QUEUE_READY
+} AwQueueState;
+
+extern Oid	aw_queue_extension_oid(AwQueueState *state);
 extern void aw_queue_forget_plans(void);
-extern uint64 aw_queue_release_claims(void);
+extern uint64 aw_queue_release_claims(const int64 *live, int nlive);
 extern int	aw_queue_candidates(int limit, const int64 *exclude, int nexclude,
-								ItemPointerData *tids, int64 *webhooks);
-extern int	aw_queue_claim(const ItemPointerData *tids, int n, MemoryContext cxt,
+								ItemPointerData *tids, int64 *webhooks, int *bytes);
+extern int	aw_queue_claim(const ItemPointerData *tids, int n, int64 token, MemoryContext cxt,
 						   AwClaim **claims);
-extern uint64 aw_queue_fail_orphans(void);
+extern int	aw_queue_orphans(int64 *ids, int max);
+extern uint64 aw_queue_fail_orphans(const int64 *ids, int n);
 extern bool aw_queue_next_due(const int64 *exclude, int nexclude, TimestampTz *due);
-extern void aw_queue_record(AwResult **results, int n);
+extern void aw_queue_record(AwResult **results, int n, int64 token);
 
 #endif							/* ALORO_WEBHOOK_QUEUE_H */

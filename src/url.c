@@ -142,6 +142,18 @@ aw_url_masked(const char *url)
 	return psprintf("%.*s" AW_URL_PASSWORD_MASK "%s", start, url, url + start + len);
 }
 
+/* The URL with the password it shows as *** put back: what is connected to. */
+char *
+aw_url_with_password(const char *url, const char *password)
+{
+	int			start;
+	int			len;
+
+	if (password == NULL || !aw_url_password_span(url, &start, &len))
+		return pstrdup(url);
+	return psprintf("%.*s%s%s", start, url, password, url + start + len);
+}
+
 /*
  * A URL as it may appear in a message: its password masked, control
  * characters shown as \xNN (so none reaches the log raw), and cut after 100

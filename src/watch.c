@@ -60,6 +60,8 @@ aloro_webhook_watch(PG_FUNCTION_ARGS)
 					 errdetail("A calls table needs at least the columns id and status."),
 					 errhint("The other columns of aloro_webhook.calls are read by name when present and count as NULL when missing.")));
 	}
+	/* every column the payload reads must have a type a rule converts */
+	aw_row_check_types(tupdesc, name);
 	relation_close(rel, AccessShareLock);
 
 	if (SPI_connect() != SPI_OK_CONNECT)

@@ -38,8 +38,12 @@
 #include "aloro_webhook.h"
 
 #include <setjmp.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 
 #include "access/xact.h"
+#include "commands/dbcommands.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "pgstat.h"
@@ -63,6 +67,9 @@
 #define AW_RECHECK_MS 250
 /* pause after a turn that failed */
 #define AW_RETRY_MS 1000
+/* while database_name does not exist: check every 5 s, say so every hour */
+#define AW_MISSING_DB_CHECK_MS 5000
+#define AW_MISSING_DB_REMIND_MS (3600 * 1000)
 /* claim rounds in one transaction */
 #define AW_MAX_CLAIM_ROUNDS 16
 /* finished requests held at most, waiting to be recorded */
@@ -100,9 +107,21 @@ static int	aw_ndone = 0;
 /* claimed in the current transaction, started after it commits */
 static AwClaim **aw_to_start = NULL;
 static int	aw_nto_start = 0;
+static int64 aw_bytes_to_start = 0;
+
+/* this worker's claims carry its token (shared memory lists the live ones) */
+static int64 aw_token = 0;
+
+/* requests went out since the heap was last trimmed */
+static bool aw_trim_pending = false;
+
+/* waiting deliveries of deleted webhooks seen at the last sweep */
+#define AW_MAX_ORPHANS 1000
+static int64 aw_orphans[AW_MAX_ORPHANS];
+static int	aw_norphans = 0;
 
 static Oid	aw_extension_oid = InvalidOid;	/* the extension whose queue we work on */
-static bool aw_said_waiting = false;
+static int	aw_said_waiting = -1;	/* the AwQueueState last logged as waited for */
 static bool aw_have_next_due = false;
 static TimestampTz aw_next_due = 0;
 static TimestampTz aw_retry_at = 0;	/* after a failed turn, no turn before */
@@ -206,7 +225,7 @@ aw_decide(AwResult *r, AwClaim *c)
 		r->new_status = "succeeded";
 		r->next_attempt_at = 0;
 	}
-	else if (sched == NULL || made >= sched->nentries)
+	else if (r->final || sched == NULL || made >= sched->nentries)
 	{
 		r->new_status = "failed";
 		r->next_attempt_at = 0;
@@ -227,6 +246,8 @@ static void
 aw_claim_due(void)
 {
 	int			free_slots = aw_cap() - aw_http_in_flight() - aw_nto_start;
+	int64		free_bytes = (int64) aw_max_in_flight_bytes - aw_http_bytes_in_flight();
+	bool		bytes_full = false;
 	int			claimed = 0;
 	bool		more_due = true;
 	HTAB	   *use = aw_use_now();
@@ -244,13 +265,14 @@ aw_claim_due(void)
 		int64	   *hooks = palloc(sizeof(int64) * limit);
 		ItemPointerData *take = palloc(sizeof(ItemPointerData) * limit);
 		AwClaim   **claims = palloc(sizeof(AwClaim *) * limit);
+		int		   *sizes = palloc(sizeof(int) * limit);
 		int			n;
 		int			ntake = 0;
 		int			nclaims;
 
-		n = aw_queue_candidates(limit, exclude, nexclude, tids, hooks);
+		n = aw_queue_candidates(limit, exclude, nexclude, tids, hooks, sizes);
 		more_due = (n == limit);
-		/* take each candidate while its webhook has room */
+		/* take each candidate while its webhook, and the bytes in flight, have room */
 		for (int i = 0; i < n; i++)
 		{
 			bool		found;
@@ -260,13 +282,22 @@ aw_claim_due(void)
 				u->n = 0;
 			if (u->n >= aw_max_in_flight_per_webhook)
 				continue;
+			/* a body larger than the byte cap goes alone */
+			if (aw_bytes_to_start + sizes[i] > free_bytes &&
+				(aw_http_in_flight() > 0 || aw_nto_start + ntake > 0))
+			{
+				more_due = false;
+				bytes_full = true;
+				break;
+			}
 			u->n++;
+			aw_bytes_to_start += sizes[i];
 			take[ntake++] = tids[i];
 		}
 		if (ntake == 0)
 			continue;
 
-		nclaims = aw_queue_claim(take, ntake, aw_request_cxt, claims);
+		nclaims = aw_queue_claim(take, ntake, aw_token, aw_request_cxt, claims);
 		for (int j = 0; j < nclaims && aw_nto_start < AW_MAX_START; j++)
 			aw_to_start[aw_nto_start++] = claims[j];
 		claimed += nclaims;
@@ -281,7 +312,7 @@ aw_claim_due(void)
 
 	/* when is the next one due, among webhooks with room? */
 	aw_have_next_due = false;
-	if (free_slots > 0 && !more_due)
+	if (free_slots > 0 && !more_due && !bytes_full)
 	{
 		int64	   *exclude;
 		int			nexclude = aw_saturated(use, &exclude);
@@ -293,6 +324,45 @@ aw_claim_due(void)
 			aw_next_due = GetCurrentTimestamp() + AW_RECHECK_MS * 1000;
 		}
 	}
+}
+
+/* releases the claims of workers that no longer run; returns how many */
+static uint64
+aw_release_stale_claims(void)
+{
+	int64		live[AW_MAX_WORKERS];
+	int			nlive = aw_live_worker_tokens(live, true);
+
+	return aw_queue_release_claims(live, nlive);
+}
+
+/*
+ * Why a claimed delivery cannot be sent, or NULL when it can: its body was
+ * erased, or is larger than aloro_webhook.max_payload_size is now.
+ */
+static const char *
+aw_unsendable(AwClaim *c)
+{
+	if (c->body == NULL)
+		return "payload erased: the body of this delivery was erased, so it cannot be sent";
+	return aw_payload_too_large(strlen(c->body));
+}
+
+/* the result of a claimed delivery that is failed without being sent */
+static AwResult *
+aw_resolve_unsent(AwClaim *c, const char *why)
+{
+	AwResult   *r = MemoryContextAllocZero(c->cxt, sizeof(AwResult));
+
+	r->id = c->id;
+	r->webhook_id = c->webhook_id;
+	r->ctid = c->ctid;
+	r->attempt = c->attempts;
+	r->record_attempt = false;
+	r->final = true;
+	r->started_at = GetCurrentTimestamp();
+	r->error = MemoryContextStrdup(c->cxt, why);
+	return r;
 }
 
 /* frees what a turn held for requests that are done with */
@@ -348,20 +418,32 @@ aw_turn(void)
 	Oid			extension_oid;
 	Oid			attached = InvalidOid;
 	int			recorded = 0;
+	AwQueueState state;
 
 	aw_phase = AW_PHASE_TURN;
 	aw_begin("aloro_webhook: recording attempts and claiming deliveries");
 
-	extension_oid = aw_queue_extension_oid();
+	extension_oid = aw_queue_extension_oid(&state);
 	if (extension_oid != aw_extension_oid && OidIsValid(aw_extension_oid))
 		aw_detach_queue();
 	if (!OidIsValid(extension_oid))
 	{
-		if (!aw_said_waiting)
+		if (state != AW_QUEUE_NOT_READY && aw_said_waiting != (int) state)
 			ereport(LOG,
+					state == AW_QUEUE_LEGACY ?
+					(errmsg("aloro_webhook worker is waiting for ALTER EXTENSION aloro_webhook UPDATE in database \"%s\"",
+							aw_database_name),
+					 errdetail("The library is version %s; the extension's tables there are still version 0.1.0's.",
+							   AW_VERSION),
+					 errhint("Run ALTER EXTENSION aloro_webhook UPDATE; deliveries queued meanwhile are kept and sent afterwards.")) :
 					(errmsg("aloro_webhook worker is waiting for CREATE EXTENSION aloro_webhook in database \"%s\"",
 							aw_database_name)));
-		aw_said_waiting = true;
+		if (state != AW_QUEUE_NOT_READY)
+			aw_said_waiting = (int) state;
+		/* installed but not usable yet: look again shortly */
+		aw_have_next_due = state != AW_QUEUE_NONE;
+		if (aw_have_next_due)
+			aw_next_due = GetCurrentTimestamp() + (state == AW_QUEUE_LEGACY ? AW_RETRY_MS : AW_RECHECK_MS) * 1000;
 	}
 	else
 	{
@@ -370,14 +452,14 @@ aw_turn(void)
 		/* a queue to work on: whatever was in flight before is due again */
 		if (!OidIsValid(aw_extension_oid))
 		{
-			released = aw_queue_release_claims();
+			released = aw_release_stale_claims();
 			attached = extension_oid;
 		}
 		if (aw_ndone > 0)
 		{
 			for (int i = 0; i < aw_ndone; i++)
 				aw_decide(aw_done[i], aw_done_claims[i]);
-			aw_queue_record(aw_done, aw_ndone);
+			aw_queue_record(aw_done, aw_ndone, aw_token);
 			recorded = aw_ndone;
 		}
 		aw_claim_due();
@@ -396,15 +478,31 @@ aw_turn(void)
 	if (OidIsValid(attached))
 	{
 		aw_extension_oid = attached;
-		aw_said_waiting = false;
+		aw_said_waiting = -1;
 	}
 	aw_forget(aw_done_claims, recorded);
 	aw_ndone = 0;
 
 	/* only now, outside any transaction, does the network come in */
 	for (int i = 0; i < aw_nto_start; i++)
-		aw_http_start(aw_to_start[i]);
+	{
+		const char *unsendable = aw_unsendable(aw_to_start[i]);
+
+		if (unsendable == NULL)
+		{
+			aw_http_start(aw_to_start[i]);
+			aw_trim_pending = true;
+		}
+		else if (aw_ndone < AW_MAX_DONE)
+		{
+			aw_done[aw_ndone] = aw_resolve_unsent(aw_to_start[i], unsendable);
+			aw_done_claims[aw_ndone++] = aw_to_start[i];
+		}
+		else
+			aw_forget(&aw_to_start[i], 1);	/* released when the worker restarts */
+	}
 	aw_nto_start = 0;
+	aw_bytes_to_start = 0;
 	aw_phase = AW_PHASE_IDLE;
 	pgstat_report_stat(false);
 	pgstat_report_activity(STATE_IDLE, NULL);
@@ -421,6 +519,7 @@ aw_turn_failed(void)
 {
 	aw_forget(aw_to_start, aw_nto_start);
 	aw_nto_start = 0;
+	aw_bytes_to_start = 0;
 	aw_retry_at = GetCurrentTimestamp() + AW_RETRY_MS * 1000;
 	aw_have_next_due = true;
 	aw_next_due = aw_retry_at;
@@ -428,16 +527,27 @@ aw_turn_failed(void)
 
 /*
  * aw_sweep
- *		Now and then, in a transaction of its own: fail waiting deliveries of
- *		deleted webhooks that a race let through.
+ *		Now and then, in a transaction of its own: release claims of workers
+ *		that no longer run (a restore brings such claims along), and fail
+ *		waiting deliveries of deleted webhooks that a race let through --
+ *		those seen orphaned at two sweeps in a row, so that a restore that
+ *		loads the queue before the webhooks fails none of them.
  */
 static void
 aw_sweep(void)
 {
+	int64		seen[AW_MAX_ORPHANS];
+	int			nseen;
+
 	aw_phase = AW_PHASE_SWEEP;
-	aw_begin("aloro_webhook: failing deliveries of deleted webhooks");
-	aw_queue_fail_orphans();
+	aw_begin("aloro_webhook: releasing stale claims, failing deliveries of deleted webhooks");
+	aw_release_stale_claims();
+	nseen = aw_queue_orphans(seen, AW_MAX_ORPHANS);
+	if (aw_norphans > 0 && nseen > 0)
+		aw_queue_fail_orphans(aw_orphans, aw_norphans);
 	aw_commit();
+	memcpy(aw_orphans, seen, sizeof(int64) * nseen);
+	aw_norphans = nseen;
 	aw_last_sweep = GetCurrentTimestamp();
 	aw_phase = AW_PHASE_IDLE;
 	pgstat_report_activity(STATE_IDLE, NULL);
@@ -450,16 +560,22 @@ aw_sweep(void)
 static void
 aw_release_on_exit(void)
 {
+	AwQueueState state;
+
 	if (!OidIsValid(aw_extension_oid))
 		return;
 	aw_http_abandon_all();
 	aw_begin("aloro_webhook: stopping");
-	if (aw_queue_extension_oid() == aw_extension_oid)
+	if (aw_queue_extension_oid(&state) == aw_extension_oid)
 	{
+		int64		others[AW_MAX_WORKERS];
+		int			nothers = aw_live_worker_tokens(others, false);
+
 		for (int i = 0; i < aw_ndone; i++)
 			aw_decide(aw_done[i], aw_done_claims[i]);
-		aw_queue_record(aw_done, aw_ndone);
-		aw_queue_release_claims();
+		aw_queue_record(aw_done, aw_ndone, aw_token);
+		/* ours are released: every claim but those of the workers still running */
+		aw_queue_release_claims(others, nothers);
 	}
 	aw_commit();
 }
@@ -559,6 +675,76 @@ aw_worker_pin_settings(void)
 }
 
 /*
+ * aw_wait_for_database
+ *		Runs instead of the worker, connected to no database, while
+ *		aloro_webhook.database_name names one that does not exist: says so
+ *		once (and again every hour), checks quietly every few seconds, and
+ *		when it appears exits, to be started again and connect to it.
+ */
+static void
+aw_wait_for_database(void)
+{
+	TimestampTz said = 0;
+
+	for (;;)
+	{
+		bool		exists;
+
+		CHECK_FOR_INTERRUPTS();
+		if (aw_got_sigterm)
+			proc_exit(0);
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+		StartTransactionCommand();
+		exists = OidIsValid(get_database_oid(aw_database_name, true));
+		CommitTransactionCommand();
+		if (exists)
+		{
+			aw_set_database_missing(false);
+			ereport(LOG,
+					(errmsg("aloro_webhook worker: database \"%s\" exists now; restarting to deliver from it",
+							aw_database_name)));
+			proc_exit(1);
+		}
+		if (said == 0 || TimestampDifferenceExceeds(said, GetCurrentTimestamp(), AW_MISSING_DB_REMIND_MS))
+		{
+			ereport(LOG,
+					(errmsg("aloro_webhook worker is waiting for database \"%s\" to exist", aw_database_name),
+					 errdetail("aloro_webhook.database_name names it; the worker checks every %d seconds and starts delivering when it appears.",
+							   AW_MISSING_DB_CHECK_MS / 1000),
+					 errhint("Create the database, or set aloro_webhook.database_name and restart the server.")));
+			said = GetCurrentTimestamp();
+		}
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 AW_MISSING_DB_CHECK_MS, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+	}
+}
+
+/*
+ * aw_connect
+ *		Connects to aloro_webhook.database_name.  A connection that fails
+ *		(the database does not exist) ends this process with PostgreSQL's
+ *		FATAL; shared memory remembers it, and the next start waits for the
+ *		database instead of failing again every second.
+ */
+static void
+aw_connect(void)
+{
+	if (aw_database_missing())
+	{
+		BackgroundWorkerInitializeConnection(NULL, NULL, 0);
+		aw_wait_for_database();
+	}
+	aw_set_database_missing(true);
+	BackgroundWorkerInitializeConnection(aw_database_name, NULL, 0);
+	aw_set_database_missing(false);
+}
+
+/*
  * aw_worker_main
  *		Entry point of the background worker.
  */
@@ -572,8 +758,16 @@ aw_worker_main(Datum main_arg)
 	pqsignal(SIGTERM, aw_sigterm);
 	BackgroundWorkerUnblockSignals();
 
-	BackgroundWorkerInitializeConnection(aw_database_name, NULL, 0);
+	aw_connect();
 	pgstat_report_appname(AW_WORKER_NAME);
+#ifdef __GLIBC__
+	/*
+	 * Big bodies in their own mappings, returned to the system when freed;
+	 * by default glibc raises this threshold after the first big free, and a
+	 * burst of large bodies would stay in the heap for good.
+	 */
+	mallopt(M_MMAP_THRESHOLD, 256 * 1024);
+#endif
 
 	aw_worker_pin_settings();
 
@@ -592,8 +786,11 @@ aw_worker_main(Datum main_arg)
 	AddWaitEventToSet(wes, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
 	AddWaitEventToSet(wes, WL_SOCKET_READABLE, aw_http_epoll_fd(), NULL, NULL);
 
-	aw_worker_publish_latch();
-	before_shmem_exit(aw_worker_unpublish_latch, 0);
+	if (!pg_strong_random(&aw_token, sizeof(aw_token)))
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("could not generate the worker's token")));
+	aw_worker_register(aw_token);
 	ereport(LOG,
 			(errmsg("aloro_webhook worker started"),
 			 errdetail("It works in database \"%s\" and keeps up to %d requests in flight.",
@@ -640,6 +837,14 @@ aw_worker_main(Datum main_arg)
 			}
 		}
 
+#ifdef __GLIBC__
+		/* after a burst, give back what the heap kept */
+		if (aw_trim_pending && aw_http_in_flight() == 0 && aw_ndone == 0)
+		{
+			malloc_trim(0);
+			aw_trim_pending = false;
+		}
+#endif
 		MemoryContextReset(aw_turn_cxt);
 		MemoryContextSwitchTo(aw_turn_cxt);
 

@@ -63,13 +63,16 @@ SELECT ordinal_position AS pos, column_name, data_type
  WHERE table_schema = 'aloro_webhook' AND table_name = 'calls'
  ORDER BY ordinal_position;
 
--- primary keys: webhooks.id, calls.id, deliveries.id
+-- primary keys: webhooks.id, calls.id, and deliveries.id (deliveries is a
+-- view over delivery_log, payloads and queue; delivery_log holds the id)
 SELECT conrelid::regclass AS tab, pg_get_constraintdef(oid) AS pk
   FROM pg_constraint
  WHERE contype = 'p' AND conrelid IN ('aloro_webhook.webhooks'::regclass,
                                       'aloro_webhook.calls'::regclass,
-                                      'aloro_webhook.deliveries'::regclass)
+                                      'aloro_webhook.delivery_log'::regclass)
  ORDER BY conrelid::regclass::text;
+-- no two deliveries share an id
+SELECT count(*) = count(DISTINCT id) AS deliveries_ids_unique FROM aloro_webhook.deliveries;
 
 -- webhooks.id is an identity column; url and the booleans are NOT NULL
 SELECT column_name, is_identity, is_nullable, column_default

@@ -8,7 +8,7 @@
 
 UPDATE aloro_webhook.webhooks SET enabled = false;
 -- delivery ids from here on do not depend on how many the earlier files queued
-SELECT setval(pg_get_serial_sequence('aloro_webhook.deliveries', 'id'), 100000) AS deliveries_id_from;
+SELECT setval(pg_get_serial_sequence('aloro_webhook.delivery_log', 'id'), 100000) AS deliveries_id_from;
 SELECT aloro_webhook.create_webhook('https://receiver.example/p_all', secret => 'whsec_priv_test_secret',
                                     name => 'p_all') IS NOT NULL AS p_all;
 
@@ -170,15 +170,15 @@ SELECT p.oid::regprocedure AS definer,
        has_function_privilege('public', p.oid, 'EXECUTE') AS public
   FROM pg_proc p
  WHERE p.pronamespace = 'aloro_webhook'::regnamespace AND p.prosecdef
- ORDER BY 1::text;
+ ORDER BY p.oid::regprocedure::text;
 -- what PUBLIC may execute
 SELECT p.oid::regprocedure AS public_function
   FROM pg_proc p
  WHERE p.pronamespace = 'aloro_webhook'::regnamespace
    AND has_function_privilege('public', p.oid, 'EXECUTE')
- ORDER BY 1::text;
+ ORDER BY p.oid::regprocedure::text;
 -- the extension's own triggers are the only ones on its tables
 SELECT t.tgrelid::regclass AS tab, t.tgname, t.tgfoid::regprocedure AS fn
   FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
  WHERE c.relnamespace = 'aloro_webhook'::regnamespace AND NOT t.tgisinternal
- ORDER BY 1::text, 2;
+ ORDER BY t.tgrelid::regclass::text, t.tgname;

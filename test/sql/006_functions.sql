@@ -6,7 +6,7 @@
 
 UPDATE aloro_webhook.webhooks SET enabled = false;
 -- delivery ids from here on do not depend on how many the earlier files queued
-SELECT setval(pg_get_serial_sequence('aloro_webhook.deliveries', 'id'), 200000) AS deliveries_id_from;
+SELECT setval(pg_get_serial_sequence('aloro_webhook.delivery_log', 'id'), 200000) AS deliveries_id_from;
 
 ------------------------------------------------------------------------------
 -- sign(body, secret) = 'sha256=' || lowercase hex HMAC-SHA256(secret, body).

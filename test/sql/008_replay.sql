@@ -1,5 +1,5 @@
 -- replay(): finished deliveries of one webhook, in a time window, back in line
-SELECT setval(pg_get_serial_sequence('aloro_webhook.deliveries', 'id'), 8000);
+SELECT setval(pg_get_serial_sequence('aloro_webhook.delivery_log', 'id'), 8000);
 SELECT aloro_webhook.create_webhook('https://replay.example.com/a', name => 'rp_a') AS rp_a \gset
 SELECT aloro_webhook.create_webhook('https://replay.example.com/b', name => 'rp_b') AS rp_b \gset
 INSERT INTO aloro_webhook.calls (id, status) VALUES

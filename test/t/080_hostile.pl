@@ -33,6 +33,8 @@ my $node = aw_node('hostile',
 		'aloro_webhook.retry_schedule' => '0, 200ms, 200ms',
 		# the big-body cases carry a 5 MB body; the log need not
 		log_statement => 'none',
+		# (above aloro_webhook.max_payload_size's default of 1 MB)
+		'aloro_webhook.max_payload_size' => '8MB',
 	});
 my $h = start_receiver(name => 'hostile', script => 'test/receiver/hostile.js');
 my $good = start_receiver(name => 'hostile_good', secret => $secret);

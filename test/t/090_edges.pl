@@ -28,6 +28,8 @@ my $node = aw_node('edges',
 		'aloro_webhook.allowed_networks' => '127.0.0.0/8, ::1/128',
 		# the big-body case carries a 5 MB body; the log need not
 		log_statement => 'none',
+		# (above aloro_webhook.max_payload_size's default of 1 MB)
+		'aloro_webhook.max_payload_size' => '8MB',
 	});
 my $rcv = start_receiver(name => 'edges', secret => $secret);
 my $pid0 = wait_for_worker($node, 30);

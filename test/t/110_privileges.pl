@@ -83,7 +83,8 @@ $node->safe_psql('postgres', $evidence_sql);
 			"SET ROLE mallory_admin; TRUNCATE $t;");
 		like($err, qr/permission denied/, "admin: TRUNCATE $t is refused");
 	}
-	for my $ref ('aloro_webhook.deliveries (id)', 'aloro_webhook.webhooks (id)', 'aloro_webhook.ended_calls (call_id)')
+	for my $ref ('aloro_webhook.delivery_log (id)', 'aloro_webhook.queue (delivery_id)', 'aloro_webhook.payloads (id)',
+		'aloro_webhook.webhooks (id)', 'aloro_webhook.ended_calls (call_id)')
 	{
 		my ($rc, $out, $err) = $node->psql('postgres',
 			"SET ROLE mallory_admin; CREATE TABLE public.admin_fk (x bigint REFERENCES $ref);");

@@ -134,7 +134,8 @@ sub free_port
 }
 
 # start_receiver(name => 'r', secret => 'S', port => 0, log => FILE,
-#                host => '127.0.0.1', script => 'test/receiver/other.js')
+#                host => '127.0.0.1', script => 'test/receiver/other.js',
+#                no_bodies => 1)
 # Returns {name, pid, port, log, secret, url}; url is "http://127.0.0.1:<port>"
 # (the host given, IPv6 literals in brackets).  script runs another server
 # with the same arguments (--port, --log, --host; --secret when given); lines
@@ -151,6 +152,7 @@ sub start_receiver
 	my @cmd = ('node', $js, '--port', $port, '--log', $log);
 	push @cmd, ('--secret', $o{secret}) if defined $o{secret};
 	push @cmd, ('--host', $o{host}) if defined $o{host};
+	push @cmd, '--no-bodies' if $o{no_bodies};
 
 	my $pid = fork();
 	die "fork: $!" unless defined $pid;

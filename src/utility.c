@@ -1,0 +1,131 @@
+/*-------------------------------------------------------------------------
+ * utility.c
+ *		The extension's ProcessUtility hook: what a backend needs to know
+ *		about the utility statement it runs.
+ *
+ *	- COPY ... FROM into a table: while it runs, the call-ended trigger on
+ *	  that table loads calls as they are, ending none.  pg_restore loads
+ *	  data with COPY (and the extension's own tables, ended_calls among
+ *	  them, come back as they were), so a restore restores state instead of
+ *	  ending every call again; so does a backfill of historic calls.
+ *	- DROP EXTENSION aloro_webhook CASCADE also drops the triggers that
+ *	  watch() attached to the platform's tables: say which, in a NOTICE.
+ *
+ * IDENTIFICATION
+ *		src/utility.c
+ *-------------------------------------------------------------------------
+ */
+#include "aloro_webhook.h"
+
+#include "catalog/namespace.h"
+#include "catalog/pg_type.h"
+#include "commands/extension.h"
+#include "executor/spi.h"
+#include "nodes/parsenodes.h"
+#include "tcop/utility.h"
+#include "utils/builtins.h"
+
+static ProcessUtility_hook_type prev_process_utility = NULL;
+
+/* the table a COPY ... FROM of this backend is loading, or InvalidOid */
+static Oid	aw_copy_target = InvalidOid;
+
+/* Is a COPY ... FROM loading rel (or the partitioned table rel belongs to)? */
+bool
+aw_copy_loading(Relation rel)
+{
+	if (!OidIsValid(aw_copy_target))
+		return false;
+	return RelationGetRelid(rel) == aw_copy_target || aw_watched_table(rel) == aw_copy_target;
+}
+
+/* the tables watch() attached the call-ended trigger to, as a list for a message */
+static char *
+aw_watched_tables_text(void)
+{
+	StringInfoData out;
+
+	initStringInfo(&out);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		return out.data;
+	if (SPI_execute("SELECT pg_catalog.string_agg(t.tgrelid::pg_catalog.regclass::pg_catalog.text, ', ' "
+					"                             ORDER BY t.tgrelid::pg_catalog.regclass::pg_catalog.text) "
+					"  FROM pg_catalog.pg_trigger t "
+					"  JOIN pg_catalog.pg_class c ON c.oid = t.tgrelid "
+					" WHERE t.tgname = 'aloro_webhook_call_ended' AND t.tgparentid = 0 "
+					"   AND c.relnamespace <> 'aloro_webhook'::pg_catalog.regnamespace",
+					true, 1) == SPI_OK_SELECT && SPI_processed == 1)
+	{
+		char	   *list = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+
+		if (list != NULL)
+			appendStringInfoString(&out, list);
+	}
+	SPI_finish();
+	return out.data;
+}
+
+/* DROP EXTENSION aloro_webhook CASCADE: name the watched tables that lose their triggers */
+static void
+aw_notice_drop(DropStmt *stmt)
+{
+	ListCell   *lc;
+
+	if (stmt->removeType != OBJECT_EXTENSION || stmt->behavior != DROP_CASCADE)
+		return;
+	foreach(lc, stmt->objects)
+	{
+		Node	   *obj = lfirst(lc);
+
+		if (IsA(obj, String) && strcmp(strVal(obj), "aloro_webhook") == 0 &&
+			OidIsValid(get_extension_oid("aloro_webhook", true)))
+		{
+			char	   *tables = aw_watched_tables_text();
+
+			if (tables[0] != '\0')
+				ereport(NOTICE,
+						(errmsg("dropping aloro_webhook also drops the triggers that watch() attached to %s",
+								tables),
+						 errdetail("Calls that end in those tables queue nothing from now on."),
+						 errhint("After CREATE EXTENSION aloro_webhook, call aloro_webhook.watch() again for each of them.")));
+		}
+	}
+}
+
+static void
+aw_process_utility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTree,
+				   ProcessUtilityContext context, ParamListInfo params,
+				   QueryEnvironment *queryEnv, DestReceiver *dest, QueryCompletion *qc)
+{
+	Node	   *parsetree = pstmt->utilityStmt;
+	Oid			saved = aw_copy_target;
+
+	if (IsA(parsetree, CopyStmt) && ((CopyStmt *) parsetree)->is_from &&
+		((CopyStmt *) parsetree)->relation != NULL)
+		aw_copy_target = RangeVarGetRelid(((CopyStmt *) parsetree)->relation, NoLock, true);
+	else if (IsA(parsetree, DropStmt))
+		aw_notice_drop((DropStmt *) parsetree);
+
+	PG_TRY();
+	{
+		if (prev_process_utility)
+			prev_process_utility(pstmt, queryString, readOnlyTree, context, params,
+								 queryEnv, dest, qc);
+		else
+			standard_ProcessUtility(pstmt, queryString, readOnlyTree, context, params,
+									queryEnv, dest, qc);
+	}
+	PG_FINALLY();
+	{
+		aw_copy_target = saved;
+	}
+	PG_END_TRY();
+}
+
+/* Installs the hook (from _PG_init). */
+void
+aw_install_utility_hook(void)
+{
+	prev_process_utility = ProcessUtility_hook;
+	ProcessUtility_hook = aw_process_utility;
+}
