@@ -85,6 +85,7 @@ extern Jsonb *aw_row_jsonb(AwRow *row, const char *name);
 extern bool aw_row_has_column(TupleDesc tupdesc, const char *name);
 extern void aw_row_check_types(TupleDesc tupdesc, const char *table);
 extern const char *aw_row_column_being_read(void);
+extern void aw_row_reset_reading(void);
 
 /* payload.c: call row -> body */
 extern char *aw_build_payload(AwRow *row, bool include_recording,

@@ -179,6 +179,7 @@ aw_build_guarded(AwRow *row, bool include_recording, char **error)
 	ResourceOwner owner = CurrentResourceOwner;
 	char	   *volatile body = NULL;
 
+	aw_row_reset_reading();
 	BeginInternalSubTransaction(NULL);
 	MemoryContextSwitchTo(cxt);
 	PG_TRY();

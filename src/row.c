@@ -153,6 +153,13 @@ aw_row_column_being_read(void)
 	return aw_reading;
 }
 
+/* Forgets the column of an earlier failure (before building a body). */
+void
+aw_row_reset_reading(void)
+{
+	aw_reading = NULL;
+}
+
 static bool
 aw_is_text_type(Oid base)
 {

@@ -48,10 +48,12 @@ aw_watched_tables_text(void)
 	initStringInfo(&out);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		return out.data;
-	if (SPI_execute("SELECT pg_catalog.string_agg(t.tgrelid::pg_catalog.regclass::pg_catalog.text, ', ' "
-					"                             ORDER BY t.tgrelid::pg_catalog.regclass::pg_catalog.text) "
+	if (SPI_execute("SELECT pg_catalog.string_agg(pg_catalog.quote_ident(n.nspname) OPERATOR(pg_catalog.||) '.' "
+					"                             OPERATOR(pg_catalog.||) pg_catalog.quote_ident(c.relname), ', ' "
+					"                             ORDER BY n.nspname, c.relname) "
 					"  FROM pg_catalog.pg_trigger t "
 					"  JOIN pg_catalog.pg_class c ON c.oid = t.tgrelid "
+					"  JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
 					" WHERE t.tgname = 'aloro_webhook_call_ended' AND t.tgparentid = 0 "
 					"   AND c.relnamespace <> 'aloro_webhook'::pg_catalog.regnamespace",
 					true, 1) == SPI_OK_SELECT && SPI_processed == 1)

@@ -43,7 +43,11 @@
 #endif
 
 #include "access/xact.h"
-#include "commands/dbcommands.h"
+#include "access/heapam.h"
+#include "access/htup_details.h"
+#include "access/table.h"
+#include "access/tableam.h"
+#include "catalog/pg_database.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "pgstat.h"
@@ -675,6 +679,31 @@ aw_worker_pin_settings(void)
 }
 
 /*
+ * Does a database of this name exist?  Connected to no database, only the
+ * shared catalogs can be read, and only by a plain scan (the syscache and
+ * the catalogs' indexes need a database), as the autovacuum launcher does.
+ */
+static bool
+aw_database_exists(const char *name)
+{
+	Relation	rel;
+	TableScanDesc scan;
+	HeapTuple	tup;
+	bool		found = false;
+
+	StartTransactionCommand();
+	(void) GetTransactionSnapshot();
+	rel = table_open(DatabaseRelationId, AccessShareLock);
+	scan = table_beginscan_catalog(rel, 0, NULL);
+	while (!found && (tup = heap_getnext(scan, ForwardScanDirection)) != NULL)
+		found = strcmp(NameStr(((Form_pg_database) GETSTRUCT(tup))->datname), name) == 0;
+	table_endscan(scan);
+	table_close(rel, AccessShareLock);
+	CommitTransactionCommand();
+	return found;
+}
+
+/*
  * aw_wait_for_database
  *		Runs instead of the worker, connected to no database, while
  *		aloro_webhook.database_name names one that does not exist: says so
@@ -698,9 +727,7 @@ aw_wait_for_database(void)
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
 		}
-		StartTransactionCommand();
-		exists = OidIsValid(get_database_oid(aw_database_name, true));
-		CommitTransactionCommand();
+		exists = aw_database_exists(aw_database_name);
 		if (exists)
 		{
 			aw_set_database_missing(false);
