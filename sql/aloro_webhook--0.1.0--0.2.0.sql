@@ -189,24 +189,49 @@ COMMENT ON TABLE aloro_webhook.queue IS
 -- no indexed column, so it is a HOT update
 CREATE INDEX queue_due ON aloro_webhook.queue (webhook_id, due_at);
 
--- deliveries that were in flight under 0.1.0: cut off (as at a worker start)
-WITH c AS (
-	SELECT d.id, d.claimed_at FROM aloro_webhook.delivery_log d WHERE d.claimed_at IS NOT NULL),
-u AS (
-	UPDATE aloro_webhook.delivery_log d
-	   SET next_attempt_at = pg_catalog.now(), attempts = d.attempts + 1,
-		   budget_start = d.budget_start + 1, last_http_status = NULL,
-		   last_error = 'interrupted: the worker stopped (crash, kill or shutdown) before the response was recorded; it is sent again'
-	  FROM c WHERE d.id = c.id
-	RETURNING d.id, d.attempts, c.claimed_at, d.last_error)
-INSERT INTO aloro_webhook.delivery_attempts (delivery_id, attempt, started_at, error)
-SELECT u.id, u.attempts, u.claimed_at, u.last_error FROM u
-ON CONFLICT (delivery_id, attempt) DO NOTHING;
+-- Makes the deliveries held by workers that no longer run -- claims whose
+-- token is not in live -- due again at once.  The cut-off attempt goes
+-- into the history (it may or may not have reached the receiver), without
+-- using up the attempt budget: it is retried as the same step of the
+-- schedule.  The worker calls this at start-up and in its sweep.  Returns
+-- how many.
+CREATE FUNCTION aloro_webhook._release_claims(live bigint[])
+RETURNS bigint
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	WITH c AS (
+		SELECT q.delivery_id, q.claimed_at FROM aloro_webhook.queue q
+		 WHERE q.claimed_by IS NOT NULL AND q.claimed_by <> ALL (live)
+		   FOR UPDATE),
+	u AS (
+		UPDATE aloro_webhook.queue q
+		   SET claimed_by = NULL, claimed_at = NULL, due_at = now()
+		  FROM c WHERE q.delivery_id = c.delivery_id
+		RETURNING q.delivery_id, c.claimed_at),
+	l AS (
+		UPDATE aloro_webhook.delivery_log d
+		   SET next_attempt_at = now(), attempts = d.attempts + 1,
+			   budget_start = d.budget_start + 1, last_http_status = NULL,
+			   last_error = 'interrupted: the worker stopped (crash, kill or shutdown) before the response was recorded; it is sent again'
+		  FROM u WHERE d.id = u.delivery_id
+		RETURNING d.id, d.attempts, u.claimed_at, d.last_error),
+	a AS (
+		INSERT INTO aloro_webhook.delivery_attempts
+			   (delivery_id, attempt, started_at, duration_ms, http_status, error)
+		SELECT l.id, l.attempts, coalesce(l.claimed_at, now()), NULL, NULL, l.last_error FROM l
+		ON CONFLICT (delivery_id, attempt) DO NOTHING)
+	SELECT count(*) FROM l
+$$;
 
-INSERT INTO aloro_webhook.queue (delivery_id, webhook_id, due_at, bytes)
-SELECT d.id, d.webhook_id, d.next_attempt_at, p.bytes
+-- what was pending under 0.1.0, in the queue; what was in flight then was
+-- cut off (no worker has token 0), as at a worker start
+INSERT INTO aloro_webhook.queue (delivery_id, webhook_id, due_at, bytes, claimed_by, claimed_at)
+SELECT d.id, d.webhook_id, d.next_attempt_at, p.bytes,
+	   CASE WHEN d.claimed_at IS NOT NULL THEN 0 END, d.claimed_at
   FROM aloro_webhook.delivery_log d JOIN aloro_webhook.payloads p ON p.id = d.payload_id
  WHERE d.status = 'pending';
+SELECT aloro_webhook._release_claims('{}');
 
 ALTER TABLE aloro_webhook.delivery_log DROP COLUMN body, DROP COLUMN claimed_at;
 ALTER TABLE aloro_webhook.delivery_log ALTER COLUMN next_attempt_at DROP DEFAULT;
@@ -346,6 +371,14 @@ UPDATE aloro_webhook.ended_calls e
    SET source = pg_catalog.pg_partition_root(e.source)
  WHERE pg_catalog.pg_partition_root(e.source) IS DISTINCT FROM e.source
    AND pg_catalog.pg_partition_root(e.source) IS NOT NULL;
+
+-- Every status a call may have, and which of them are terminal, as the
+-- library defines them (statuses.c); the trigger on aloro_webhook.calls
+-- spells the terminal ones in its WHEN clause, and a test compares the two.
+CREATE FUNCTION aloro_webhook._call_statuses(OUT status text, OUT terminal boolean)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'aloro_webhook_call_statuses'
+LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
 
 ------------------------------------------------------------------------------
 -- The functions that queue: test requests, redeliveries, replays

@@ -58,6 +58,8 @@ typedef struct AwSchedule
 extern bool aw_check_retry_schedule(char **newval, void **extra, GucSource source);
 extern void aw_assign_retry_schedule(const char *newval, void *extra);
 extern const AwSchedule *aw_current_schedule(void);
+struct AwOutcome;
+extern void aw_schedule_next(struct AwOutcome *o, int budget_start);
 
 /* json_out.c: JSON exactly as JavaScript's JSON.stringify prints it */
 extern void aw_json_string(StringInfo out, const char *s, int len);
@@ -70,6 +72,7 @@ extern void aw_json_jsonb_object_with(StringInfo out, JsonbContainer *jc,
 									  const char *extra_key, const char *extra_json);
 extern bool aw_is_array_index(const char *key, int len);
 extern void aw_json_utc(StringInfo out, TimestampTz ts);
+extern bool aw_format_utc(StringInfo out, TimestampTz ts);
 
 /* row.c: the columns of a calls row, read by name */
 typedef struct AwRow
@@ -93,7 +96,11 @@ extern char *aw_build_payload(AwRow *row, bool include_recording,
 extern char *aw_payload_error_message(const char *column, const char *why);
 extern char *aw_payload_too_large(int64 bytes);
 extern char *aw_build_test_payload(int64 delivery_id, TimestampTz at);
+
+/* statuses.c: live and terminal call statuses */
 extern bool aw_status_is_terminal(const char *status);
+extern bool aw_status_is_live(const char *status);
+extern char *aw_terminal_statuses_sql(void);
 
 /* enqueue.c */
 extern Oid	aw_watched_table(Relation rel);

@@ -63,9 +63,7 @@ aloro_webhook_check_call(PG_FUNCTION_ARGS)
 	{
 		char	   *status = text_to_cstring(PG_GETARG_TEXT_PP(0));
 
-		if (!aw_status_is_terminal(status) &&
-			strcmp(status, "queued") != 0 && strcmp(status, "ringing") != 0 &&
-			strcmp(status, "in-progress") != 0)
+		if (!aw_status_is_terminal(status) && !aw_status_is_live(status))
 			ereport(ERROR,
 					(errcode(ERRCODE_CHECK_VIOLATION),
 					 errmsg("invalid call status \"%s\"", status),

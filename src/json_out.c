@@ -494,19 +494,38 @@ aw_json_jsonb_object_with(StringInfo out, JsonbContainer *jc,
 	aw_json_object(out, jc, extra_key, extra_json);
 }
 
-/* A time as "YYYY-MM-DDTHH:MM:SSZ" in UTC, fractions dropped. */
-void
-aw_json_utc(StringInfo out, TimestampTz ts)
+/*
+ * The contract's time format, "YYYY-MM-DDTHH:MM:SSZ" (UTC, fractions
+ * dropped); false for a time it cannot show.  Bodies and headers use it.
+ */
+bool
+aw_format_utc(StringInfo out, TimestampTz ts)
 {
 	struct pg_tm tm;
 	fsec_t		fsec;
 
 	if (TIMESTAMP_NOT_FINITE(ts) || timestamp2tm(ts, NULL, &tm, &fsec, NULL, NULL) != 0)
-	{
-		appendStringInfoString(out, "null");
-		return;
-	}
-	appendStringInfo(out, "\"%04d-%02d-%02dT%02d:%02d:%02dZ\"",
+		return false;
+	appendStringInfo(out, "%04d-%02d-%02dT%02d:%02d:%02dZ",
 					 tm.tm_year, tm.tm_mon, tm.tm_mday,
 					 tm.tm_hour, tm.tm_min, tm.tm_sec);
+	return true;
+}
+
+/* a time as a JSON string in the contract's format; null when it has none */
+void
+aw_json_utc(StringInfo out, TimestampTz ts)
+{
+	int			mark = out->len;
+
+	/* (digits, '-', ':', 'T' and 'Z': nothing to escape) */
+	appendStringInfoChar(out, '"');
+	if (aw_format_utc(out, ts))
+		appendStringInfoChar(out, '"');
+	else
+	{
+		out->len = mark;
+		out->data[mark] = '\0';
+		appendStringInfoString(out, "null");
+	}
 }

@@ -88,17 +88,6 @@ aw_put_section(AwObject *data, const char *name, StringInfo content)
 	resetStringInfo(content);
 }
 
-bool
-aw_status_is_terminal(const char *status)
-{
-	return status != NULL &&
-		(strcmp(status, "completed") == 0 ||
-		 strcmp(status, "missed") == 0 ||
-		 strcmp(status, "busy") == 0 ||
-		 strcmp(status, "voicemail") == 0 ||
-		 strcmp(status, "failed") == 0);
-}
-
 /* data.call */
 static void
 aw_section_call(AwRow *row, StringInfo buf)

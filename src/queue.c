@@ -33,9 +33,6 @@
 #include "queue.h"
 #include "spi_util.h"
 
-#define AW_INTERRUPTED_SQL \
-	"'interrupted: the worker stopped (crash, kill or shutdown) before the response was recorded; it is sent again'"
-
 static SPIPlanPtr aw_plan_candidates = NULL;
 static SPIPlanPtr aw_plan_claim = NULL;
 static SPIPlanPtr aw_plan_next_due = NULL;
@@ -96,47 +93,26 @@ aw_queue_forget_plans(void)
 /*
  * aw_queue_release_claims
  *		Makes every delivery held by a worker that no longer runs (its token
- *		is not in live[]) due again at once.  The cut-off attempt goes into
- *		the history (it may or may not have reached the receiver), without
- *		using up the attempt budget: it is retried as the same step of the
- *		schedule.  Returns how many.
+ *		is not in live[]) due again at once, through _release_claims() in
+ *		the install script, which also records the cut-off attempt.  Returns
+ *		how many.
  */
 uint64
 aw_queue_release_claims(const int64 *live, int nlive)
 {
 	Datum		args[1];
+	bool		isnull;
 
 	if (aw_plan_release == NULL)
 	{
 		Oid			types[1] = {INT8ARRAYOID};
 
-		aw_plan_release = aw_prepare(
-									 "WITH c AS ("
-									 "  SELECT q.delivery_id, q.claimed_at FROM aloro_webhook.queue q "
-									 "   WHERE q.claimed_by IS NOT NULL AND q.claimed_by <> ALL ($1) FOR UPDATE), "
-									 "u AS ("
-									 "  UPDATE aloro_webhook.queue q "
-									 "     SET claimed_by = NULL, claimed_at = NULL, due_at = pg_catalog.now() "
-									 "    FROM c WHERE q.delivery_id = c.delivery_id "
-									 "  RETURNING q.delivery_id, c.claimed_at), "
-									 "l AS ("
-									 "  UPDATE aloro_webhook.delivery_log d "
-									 "     SET next_attempt_at = pg_catalog.now(), "
-									 "         attempts = d.attempts + 1, budget_start = d.budget_start + 1, "
-									 "         last_http_status = NULL, last_error = " AW_INTERRUPTED_SQL " "
-									 "    FROM u WHERE d.id = u.delivery_id "
-									 "  RETURNING d.id, d.attempts, u.claimed_at) "
-									 "INSERT INTO aloro_webhook.delivery_attempts "
-									 "       (delivery_id, attempt, started_at, duration_ms, http_status, error) "
-									 "SELECT l.id, l.attempts, COALESCE(l.claimed_at, pg_catalog.now()), "
-									 "       NULL, NULL, " AW_INTERRUPTED_SQL " FROM l "
-									 "ON CONFLICT (delivery_id, attempt) DO NOTHING",
-									 1, types);
+		aw_plan_release = aw_prepare("SELECT aloro_webhook._release_claims($1)", 1, types);
 	}
 	args[0] = aw_int8_array(live, nlive);
-	if (SPI_execute_plan(aw_plan_release, args, NULL, false, 0) != SPI_OK_INSERT)
+	if (SPI_execute_plan(aw_plan_release, args, NULL, false, 1) != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "could not release claimed deliveries");
-	return SPI_processed;
+	return (uint64) DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 }
 
 /* a tid[] datum */
@@ -222,16 +198,16 @@ aw_queue_candidates(int limit, const int64 *exclude, int nexclude,
 /*
  * aw_queue_claim
  *		Marks the given queue row versions in flight, held by this worker's
- *		token, and returns them with their bodies and their webhook's URL and
- *		secret (a row whose webhook is gone is left alone: the sweep fails
- *		it).  They were locked by aw_queue_candidates in this same
- *		transaction, so they are still pending and unclaimed; the statement
- *		says nothing else about them, so that the only plan is a TID scan.
- *		Each claim and its strings are allocated in a fresh child of cxt, so
- *		that a finished request frees all it used at once.
+ *		token, and fills into[0..k) -- deliveries the worker made, each with
+ *		its memory context -- with them: their bodies and their webhook's URL
+ *		and secret.  Returns k; a row whose webhook is gone is left alone
+ *		(the sweep fails it).  They were locked by aw_queue_candidates in
+ *		this same transaction, so they are still pending and unclaimed; the
+ *		statement says nothing else about them, so that the only plan is a
+ *		TID scan.
  */
 int
-aw_queue_claim(const ItemPointerData *tids, int n, int64 token, MemoryContext cxt, AwClaim **claims)
+aw_queue_claim(const ItemPointerData *tids, int n, int64 token, AwDelivery **into)
 {
 	Datum		args[2];
 	uint64		got;
@@ -255,35 +231,32 @@ aw_queue_claim(const ItemPointerData *tids, int n, int64 token, MemoryContext cx
 	args[1] = Int64GetDatum(token);
 	if (SPI_execute_plan(aw_plan_claim, args, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
 		elog(ERROR, "could not claim deliveries");
-	got = SPI_processed;
+	got = Min(SPI_processed, (uint64) n);
 	for (uint64 i = 0; i < got; i++)
 	{
 		HeapTuple	t = SPI_tuptable->vals[i];
 		TupleDesc	desc = SPI_tuptable->tupdesc;
-		MemoryContext rcxt = AllocSetContextCreate(cxt, "aloro_webhook request",
-												   ALLOCSET_SMALL_SIZES);
-		AwClaim    *c = MemoryContextAllocZero(rcxt, sizeof(AwClaim));
+		AwDelivery *d = into[i];
 		bool		isnull;
 		char	   *password;
 
-		c->cxt = rcxt;
-		c->id = DatumGetInt64(SPI_getbinval(t, desc, 1, &isnull));
-		c->webhook_id = DatumGetInt64(SPI_getbinval(t, desc, 2, &isnull));
-		c->body = aw_spi_text(t, desc, 3, rcxt);
-		c->attempts = DatumGetInt32(SPI_getbinval(t, desc, 4, &isnull));
-		c->budget_start = DatumGetInt32(SPI_getbinval(t, desc, 5, &isnull));
-		c->url = aw_spi_text(t, desc, 6, rcxt);
-		password = aw_spi_text(t, desc, 7, rcxt);
+		d->id = DatumGetInt64(SPI_getbinval(t, desc, 1, &isnull));
+		d->webhook_id = DatumGetInt64(SPI_getbinval(t, desc, 2, &isnull));
+		d->body = aw_spi_text(t, desc, 3, d->cxt);
+		d->body_len = d->body ? strlen(d->body) : 0;
+		d->attempts = DatumGetInt32(SPI_getbinval(t, desc, 4, &isnull));
+		d->budget_start = DatumGetInt32(SPI_getbinval(t, desc, 5, &isnull));
+		d->url = aw_spi_text(t, desc, 6, d->cxt);
+		password = aw_spi_text(t, desc, 7, d->cxt);
 		if (password != NULL)
 		{
-			MemoryContext old = MemoryContextSwitchTo(rcxt);
+			MemoryContext old = MemoryContextSwitchTo(d->cxt);
 
-			c->url = aw_url_with_password(c->url, password);
+			d->url = aw_url_with_password(d->url, password);
 			MemoryContextSwitchTo(old);
 		}
-		c->secret = aw_spi_text(t, desc, 8, rcxt);
-		ItemPointerCopy((ItemPointer) DatumGetPointer(SPI_getbinval(t, desc, 9, &isnull)), &c->ctid);
-		claims[i] = c;
+		d->secret = aw_spi_text(t, desc, 8, d->cxt);
+		ItemPointerCopy((ItemPointer) DatumGetPointer(SPI_getbinval(t, desc, 9, &isnull)), &d->ctid);
 	}
 	return (int) got;
 }
@@ -392,9 +365,9 @@ aw_queue_next_due(const int64 *exclude, int nexclude, TimestampTz *due)
 	return !isnull;
 }
 
-/* builds the arrays for the record statement from results[0..n) */
+/* builds the arrays for the record statement from ds[0..n) */
 static void
-aw_record_args(AwResult **results, int n, Datum *args)
+aw_record_args(AwDelivery **ds, int n, Datum *args)
 {
 	Datum	   *ids = palloc(sizeof(Datum) * n);
 	Datum	   *attempt = palloc(sizeof(Datum) * n);
@@ -418,9 +391,9 @@ aw_record_args(AwResult **results, int n, Datum *args)
 
 	for (int i = 0; i < n; i++)
 	{
-		AwResult   *r = results[i];
+		AwOutcome  *r = &ds[i]->outcome;
 
-		ids[i] = Int64GetDatum(r->id);
+		ids[i] = Int64GetDatum(ds[i]->id);
 		attempt[i] = Int32GetDatum(r->attempt);
 		started[i] = TimestampTzGetDatum(r->started_at);
 		duration[i] = Int32GetDatum(r->duration_ms);
@@ -434,8 +407,8 @@ aw_record_args(AwResult **results, int n, Datum *args)
 		next[i] = TimestampTzGetDatum(r->next_attempt_at);
 		next_null[i] = r->next_attempt_at == 0;
 		record[i] = BoolGetDatum(r->record_attempt);
-		hooks[i] = Int64GetDatum(r->webhook_id);
-		tids[i] = PointerGetDatum(&r->ctid);
+		hooks[i] = Int64GetDatum(ds[i]->webhook_id);
+		tids[i] = PointerGetDatum(&ds[i]->ctid);
 	}
 #define AW_ARR(vals, nullsv, typ, len, byval, align) \
 	PointerGetDatum(construct_md_array(vals, nullsv, 1, dims, lbs, typ, len, byval, align))
@@ -529,12 +502,12 @@ aw_int64_cmp(const void *a, const void *b)
 }
 
 /*
- * Records results[0..n): by the claimed row versions, then, one by one and
+ * Records the outcomes of results[0..n): by the claimed row versions, then, one by one and
  * by id, whatever was not found that way.  Without with_attempts only the
  * deliveries' state is written, not the attempt rows.
  */
 static void
-aw_record_batch(AwResult **results, int n, bool with_attempts)
+aw_record_batch(AwDelivery **results, int n, bool with_attempts)
 {
 	Datum		args[14];
 	int64	   *found;
@@ -601,7 +574,7 @@ aw_error_is_transient(int sqlerrcode)
  *		warns when warn is set, and returns false.
  */
 static bool
-aw_record_guarded(AwResult **results, int n, bool with_attempts, const char *failing)
+aw_record_guarded(AwDelivery **results, int n, bool with_attempts, const char *failing)
 {
 	MemoryContext cxt = CurrentMemoryContext;
 	ResourceOwner owner = CurrentResourceOwner;
@@ -630,7 +603,7 @@ aw_record_guarded(AwResult **results, int n, bool with_attempts, const char *fai
 		if (failing != NULL)
 			ereport(WARNING,
 					(errmsg("aloro_webhook could not record attempt %d of delivery " INT64_FORMAT ": %s",
-							results[0]->attempt, results[0]->id, edata->message),
+							results[0]->outcome.attempt, results[0]->id, edata->message),
 					 errhint("%s", failing)));
 		FreeErrorData(edata);
 		ok = false;
@@ -652,7 +625,7 @@ aw_record_guarded(AwResult **results, int n, bool with_attempts, const char *fai
  *		are thrown on: the caller retries the whole batch later.
  */
 void
-aw_queue_record(AwResult **results, int n, int64 token)
+aw_queue_record(AwDelivery **results, int n, int64 token)
 {
 	if (n == 0)
 		return;

@@ -18,6 +18,8 @@
 #include "utils/datetime.h"
 #include "utils/guc.h"
 
+#include "delivery.h"
+
 #define AW_MAX_ATTEMPTS 100
 /* longest delay accepted: far beyond any use, far below timestamp overflow */
 #define AW_MAX_DELAY_MS ((int64) 100 * 366 * 86400 * 1000)
@@ -162,6 +164,39 @@ const AwSchedule *
 aw_current_schedule(void)
 {
 	return aw_schedule;
+}
+
+/*
+ * aw_schedule_next
+ *		The next state of a delivery after an attempt: succeeded, pending
+ *		(with when its next attempt is due) or failed.  Entry k of the
+ *		schedule is the delay before attempt k of the current round; a round
+ *		began after budget_start attempts (redeliver() and replay() begin a
+ *		new one, and an attempt cut off by a worker stop is not counted: see
+ *		_requeue() and _release_claims() in the install script).
+ */
+void
+aw_schedule_next(AwOutcome *o, int budget_start)
+{
+	const AwSchedule *sched = aw_current_schedule();
+	/* attempts made in this round, this one included (never below 1) */
+	int64		made = Max((int64) o->attempt - (int64) budget_start, 1);
+
+	if (o->error == NULL)
+	{
+		o->new_status = "succeeded";
+		o->next_attempt_at = 0;
+	}
+	else if (o->final || sched == NULL || made >= sched->nentries)
+	{
+		o->new_status = "failed";
+		o->next_attempt_at = 0;
+	}
+	else
+	{
+		o->new_status = "pending";
+		o->next_attempt_at = GetCurrentTimestamp() + sched->delay_ms[made] * 1000;
+	}
 }
 
 PG_FUNCTION_INFO_V1(aloro_webhook_retry_delay);

@@ -23,8 +23,6 @@
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
 
-#define AW_TERMINAL_LIST "'completed', 'missed', 'busy', 'voicemail', 'failed'"
-
 PG_FUNCTION_INFO_V1(aloro_webhook_watch);
 
 /* watch(calls regclass): attach the call-ended trigger to a table */
@@ -85,7 +83,7 @@ aloro_webhook_watch(PG_FUNCTION_ARGS)
 		appendStringInfo(&sql,
 						 "CREATE TRIGGER aloro_webhook_call_ended "
 						 "AFTER INSERT OR UPDATE ON %s FOR EACH ROW "
-						 "WHEN (NEW.status::text IN (" AW_TERMINAL_LIST ")) "
+						 "WHEN (NEW.status::text IN (%s)) "
 						 "EXECUTE FUNCTION aloro_webhook._call_ended(); "
 						 "CREATE TRIGGER aloro_webhook_call_forgotten "
 						 "AFTER DELETE OR UPDATE OF id ON %s FOR EACH ROW "
@@ -93,7 +91,7 @@ aloro_webhook_watch(PG_FUNCTION_ARGS)
 						 "CREATE TRIGGER aloro_webhook_calls_truncated "
 						 "AFTER TRUNCATE ON %s FOR EACH STATEMENT "
 						 "EXECUTE FUNCTION aloro_webhook._call_forgotten()",
-						 name, name, name);
+						 name, aw_terminal_statuses_sql(), name, name);
 		if (SPI_execute(sql.data, false, 0) != SPI_OK_UTILITY)
 			elog(ERROR, "could not create the triggers on %s", name);
 	}
