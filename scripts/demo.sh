@@ -37,17 +37,12 @@ sql "CREATE EXTENSION aloro_webhook"
 sql "SELECT aloro_webhook.create_webhook('http://127.0.0.1:$rport/crm', secret => '$secret', name => 'CRM sync')"
 sql "SELECT aloro_webhook.create_webhook('http://127.0.0.1:$rport/flaky', secret => '$secret', name => 'flaky endpoint', completed_only => true)"
 
-cat > "$work/call.sql" <<'SQL'
-INSERT INTO aloro_webhook.calls VALUES
-  ('call_abc123', '+1234567890', 'inbound', 'in-progress', NULL,
-   '2024-03-15 14:27:00+00', NULL,
-   'asst_xyz789', 'Customer Support', 'pn_456', '+0987654321', 'camp_123', 'March Outreach',
-   '{"summary": "Customer inquired about order status"}',
-   '[{"speaker": "ai", "text": "Hello! How can I help you today?", "start": 0},
-     {"speaker": "customer", "text": "I need to check my order status", "start": 3.4}]',
-   'https://storage.aloro.ai/recordings/call_abc123.mp3', 180,
-   0.45, '{"voice": 0.30, "transcription": 0.10, "recording": 0.05}');
-SQL
+# the contract's example call, still in progress: no status, duration or end yet
+sed -e "s/'completed', 180,/'in-progress', NULL,/" \
+    -e "s/'2024-03-15 14:30:00+00',/NULL,/" \
+    -e 's/"status": true, //' \
+    "$aw_root/test/fixtures/example_call.sql" > "$work/call.sql"
+grep -q "'in-progress', NULL," "$work/call.sql" || { echo "demo: could not make the example call live" >&2; exit 1; }
 chown postgres "$work/call.sql"
 echo; echo "== a call is in progress (nothing is sent yet)"
 psql_ -q -f "'$work/call.sql'"

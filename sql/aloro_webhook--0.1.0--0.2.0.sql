@@ -91,10 +91,7 @@ DECLARE
 	v_pred	text;
 	v_body	text;
 BEGIN
-	IF call_id IS NULL THEN
-		RAISE EXCEPTION 'call_id must not be NULL'
-			USING ERRCODE = 'null_value_not_allowed';
-	END IF;
+	PERFORM aloro_webhook._arg_required(call_id IS NULL, 'call_id');
 	-- the default table first, then every table that watch() attached to
 	FOR v_rel IN
 		SELECT t.tgrelid::regclass
@@ -286,9 +283,7 @@ BEGIN
 	END IF;
 	IF TG_OP = 'INSERT' OR NEW.body IS DISTINCT FROM OLD.body THEN
 		IF NEW.body IS NOT NULL THEN
-			INSERT INTO aloro_webhook.payloads (call_id, body, bytes)
-			VALUES (NEW.call_id, NEW.body, octet_length(NEW.body))
-			RETURNING id INTO v_payload;
+			v_payload := aloro_webhook._store_payload(NEW.call_id, NEW.body);
 		END IF;
 	ELSE
 		SELECT d.payload_id INTO v_payload FROM aloro_webhook.delivery_log d WHERE d.id = OLD.id;
@@ -409,6 +404,33 @@ AS $$
 	SELECT count(*) FROM r
 $$;
 
+-- Stores a body; returns the payloads row that holds it.  (The call-ended
+-- trigger stores its bodies with the same statement, prepared in C.)
+CREATE FUNCTION aloro_webhook._store_payload(call_id text, body text)
+RETURNS bigint
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	INSERT INTO aloro_webhook.payloads (call_id, body, bytes)
+	VALUES (call_id, body, octet_length(body))
+	RETURNING id
+$$;
+
+-- Refuses a NULL argument of a public function, naming it, the same way
+-- everywhere.
+CREATE FUNCTION aloro_webhook._arg_required(missing boolean, what text)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF missing THEN
+		RAISE EXCEPTION '% must not be NULL', what
+			USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+END
+$$;
+
 -- A delivery whose body could not be built when its call ended gets it built
 -- now, from the call as it is (fixed, say), stamped with the time it ended.
 -- Raises when it still cannot be built.
@@ -420,7 +442,6 @@ AS $$
 DECLARE
 	v_call		text;
 	v_rec		boolean;
-	v_body		text;
 	v_payload	bigint;
 BEGIN
 	SELECT d.call_id, w.include_recording INTO v_call, v_rec
@@ -429,10 +450,7 @@ BEGIN
 	IF NOT FOUND THEN
 		RETURN;
 	END IF;
-	v_body := aloro_webhook.call_payload(v_call, v_rec);
-	INSERT INTO aloro_webhook.payloads (call_id, body, bytes)
-	VALUES (v_call, v_body, octet_length(v_body))
-	RETURNING id INTO v_payload;
+	v_payload := aloro_webhook._store_payload(v_call, aloro_webhook.call_payload(v_call, v_rec));
 	UPDATE aloro_webhook.delivery_log d SET payload_id = v_payload
 	 WHERE d.id = _rebuild_payload.delivery_id;
 END
@@ -450,16 +468,11 @@ DECLARE
 	v_body		text;
 	v_due		timestamptz := now() + coalesce(aloro_webhook._retry_delay(1), '0');
 BEGIN
-	IF webhook_id IS NULL THEN
-		RAISE EXCEPTION 'webhook_id must not be NULL'
-			USING ERRCODE = 'null_value_not_allowed';
-	END IF;
+	PERFORM aloro_webhook._arg_required(webhook_id IS NULL, 'webhook_id');
 	PERFORM aloro_webhook._webhook_must_exist(test_webhook.webhook_id);
 	v_id := nextval('aloro_webhook.delivery_log_id_seq');
 	v_body := aloro_webhook._test_payload(v_id, clock_timestamp());
-	INSERT INTO aloro_webhook.payloads (body, bytes)
-	VALUES (v_body, octet_length(v_body))
-	RETURNING id INTO v_payload;
+	v_payload := aloro_webhook._store_payload(NULL, v_body);
 	INSERT INTO aloro_webhook.delivery_log
 		(id, webhook_id, call_id, event, test, payload_id, next_attempt_at)
 	VALUES (v_id, test_webhook.webhook_id, NULL, 'call.ended', true, v_payload, v_due);
@@ -479,10 +492,7 @@ DECLARE
 	v_status	text;
 	v_hook		bigint;
 BEGIN
-	IF delivery_id IS NULL THEN
-		RAISE EXCEPTION 'delivery_id must not be NULL'
-			USING ERRCODE = 'null_value_not_allowed';
-	END IF;
+	PERFORM aloro_webhook._arg_required(delivery_id IS NULL, 'delivery_id');
 	SELECT d.status, d.webhook_id INTO v_status, v_hook
 	  FROM aloro_webhook.delivery_log d
 	 WHERE d.id = redeliver.delivery_id
@@ -527,10 +537,8 @@ DECLARE
 	v_ids	bigint[];
 	v_id	bigint;
 BEGIN
-	IF webhook_id IS NULL OR since IS NULL OR until IS NULL THEN
-		RAISE EXCEPTION 'webhook_id, since and until must not be NULL'
-			USING ERRCODE = 'null_value_not_allowed';
-	END IF;
+	PERFORM aloro_webhook._arg_required(webhook_id IS NULL OR since IS NULL OR until IS NULL,
+										'webhook_id, since and until');
 	IF since > until THEN
 		RAISE EXCEPTION 'replay window is empty: since is after until'
 			USING ERRCODE = 'invalid_parameter_value';
@@ -603,6 +611,7 @@ GRANT EXECUTE ON FUNCTION
 	aloro_webhook.unwatch(regclass),
 	aloro_webhook._payload(record, boolean, timestamptz),
 	aloro_webhook._text_of(anyelement),
+	aloro_webhook._arg_required(boolean, text),
 	-- watch() attaches these, and CREATE TRIGGER needs EXECUTE on them
 	aloro_webhook._call_ended(),
 	aloro_webhook._call_forgotten()
@@ -618,5 +627,6 @@ GRANT SELECT (id, name, url, completed_only, include_recording, enabled, assista
 	ON aloro_webhook.webhooks TO aloro_webhook_reader;
 GRANT EXECUTE ON FUNCTION aloro_webhook.call_payload(text, boolean),
 						  aloro_webhook._payload(record, boolean, timestamptz),
-						  aloro_webhook._text_of(anyelement)
+						  aloro_webhook._text_of(anyelement),
+						  aloro_webhook._arg_required(boolean, text)
 	TO aloro_webhook_reader;

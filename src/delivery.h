@@ -67,6 +67,10 @@ typedef struct AwDelivery
 	AwOutcome	outcome;
 } AwDelivery;
 
+extern AwDelivery *aw_delivery_new(MemoryContext parent);
+extern void aw_delivery_free(AwDelivery *d);
+extern void aw_delivery_free_list(dlist_head *list);
+
 /* the delivery whose HTTP request this is */
 #define aw_delivery_of(req) ((AwDelivery *) ((char *) (req) - offsetof(AwDelivery, http)))
 

@@ -43,7 +43,6 @@
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
-#include "utils/resowner.h"
 #include "utils/timestamp.h"
 
 #include "spi_util.h"
@@ -167,6 +166,22 @@ aw_error_stops_statement(int sqlerrcode)
 	return sqlerrcode == ERRCODE_QUERY_CANCELED || sqlerrcode == ERRCODE_ADMIN_SHUTDOWN;
 }
 
+/* what aw_build_guarded hands to its subtransaction */
+typedef struct AwBuildArgs
+{
+	AwRow	   *row;
+	bool		include_recording;
+	char	   *body;
+} AwBuildArgs;
+
+static void
+aw_build_arg(void *arg)
+{
+	AwBuildArgs *a = (AwBuildArgs *) arg;
+
+	a->body = aw_build_payload(a->row, a->include_recording, GetCurrentTransactionStartTimestamp());
+}
+
 /*
  * Builds one body in a subtransaction, so that a value that cannot be read
  * fails this delivery, not the platform's statement.  Returns the body, or
@@ -175,41 +190,18 @@ aw_error_stops_statement(int sqlerrcode)
 static char *
 aw_build_guarded(AwRow *row, bool include_recording, char **error)
 {
-	MemoryContext cxt = CurrentMemoryContext;
-	ResourceOwner owner = CurrentResourceOwner;
-	char	   *volatile body = NULL;
+	AwBuildArgs a = {row, include_recording, NULL};
+	ErrorData  *edata;
 
 	aw_row_reset_reading();
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(cxt);
-	PG_TRY();
-	{
-		body = aw_build_payload(row, include_recording, GetCurrentTransactionStartTimestamp());
-		ReleaseCurrentSubTransaction();
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		if (aw_error_stops_statement(edata->sqlerrcode))
-		{
-			FreeErrorData(edata);
-			PG_RE_THROW();
-		}
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		*error = aw_payload_error_message(aw_row_column_being_read(),
-										  edata->detail ? psprintf("%s (%s)", edata->message, edata->detail) :
-										  edata->message);
-		FreeErrorData(edata);
-		body = NULL;
-	}
-	PG_END_TRY();
-	MemoryContextSwitchTo(cxt);
-	CurrentResourceOwner = owner;
-	return body;
+	edata = aw_try_in_subtransaction(aw_build_arg, &a, aw_error_stops_statement);
+	if (edata == NULL)
+		return a.body;
+	*error = aw_payload_error_message(aw_row_column_being_read(),
+									  edata->detail ? psprintf("%s (%s)", edata->message, edata->detail) :
+									  edata->message);
+	FreeErrorData(edata);
+	return NULL;
 }
 
 /* builds and stores one variant of the call's body */

@@ -150,6 +150,18 @@ aw_call_still_there(Relation rel, HeapTuple old, const char *id)
 	return SPI_processed > 0;
 }
 
+/* the call with this id is forgotten: it may end anew */
+static void
+aw_forget_mark(const char *id)
+{
+	Oid			types[1] = {TEXTOID};
+	Datum		args[1] = {CStringGetTextDatum(id)};
+
+	aw_forget_run(&aw_forget_plan,
+				  "DELETE FROM aloro_webhook.ended_calls e WHERE e.call_id = $1",
+				  1, types, args);
+}
+
 PG_FUNCTION_INFO_V1(aloro_webhook_call_forgotten);
 
 /*
@@ -190,15 +202,7 @@ aloro_webhook_call_forgotten(PG_FUNCTION_ARGS)
 		row.tuple = td->tg_trigtuple;
 		id = aw_row_text(&row, "id");
 		if (id != NULL && !aw_call_still_there(td->tg_relation, td->tg_trigtuple, id))
-		{
-			Oid			types[1] = {TEXTOID};
-			Datum		args[1] = {CStringGetTextDatum(id)};
-
-			aw_forget_run(&aw_forget_plan,
-						  "DELETE FROM aloro_webhook.ended_calls e "
-						  " WHERE e.call_id = $1",
-						  1, types, args);
-		}
+			aw_forget_mark(id);
 	}
 	else if (TRIGGER_FIRED_BY_UPDATE(td->tg_event))
 	{
@@ -226,15 +230,7 @@ aloro_webhook_call_forgotten(PG_FUNCTION_ARGS)
 						  2, types, args);
 		}
 		else if (old_id != NULL && new_id == NULL)
-		{
-			Oid			types[1] = {TEXTOID};
-			Datum		args[1] = {CStringGetTextDatum(old_id)};
-
-			aw_forget_run(&aw_forget_plan,
-						  "DELETE FROM aloro_webhook.ended_calls e "
-						  " WHERE e.call_id = $1",
-						  1, types, args);
-		}
+			aw_forget_mark(old_id);
 	}
 	SPI_finish();
 	return PointerGetDatum(NULL);

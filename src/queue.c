@@ -568,50 +568,43 @@ aw_error_is_transient(int sqlerrcode)
 	}
 }
 
+/* what aw_record_guarded hands to its subtransaction */
+typedef struct AwRecordArgs
+{
+	AwDelivery **results;
+	int			n;
+	bool		with_attempts;
+} AwRecordArgs;
+
+static void
+aw_record_batch_arg(void *arg)
+{
+	AwRecordArgs *a = (AwRecordArgs *) arg;
+
+	aw_record_batch(a->results, a->n, a->with_attempts);
+}
+
 /*
  * aw_record_guarded
  *		Records results[0..n) in a subtransaction.  On failure rolls it back,
- *		warns when warn is set, and returns false.
+ *		warns (with the hint failing) when failing is set, and returns false;
+ *		a transient error (aw_error_is_transient) is thrown on.
  */
 static bool
 aw_record_guarded(AwDelivery **results, int n, bool with_attempts, const char *failing)
 {
-	MemoryContext cxt = CurrentMemoryContext;
-	ResourceOwner owner = CurrentResourceOwner;
-	volatile bool ok = true;
+	AwRecordArgs a = {results, n, with_attempts};
+	ErrorData  *edata = aw_try_in_subtransaction(aw_record_batch_arg, &a, aw_error_is_transient);
 
-	BeginInternalSubTransaction(NULL);
-	PG_TRY();
-	{
-		aw_record_batch(results, n, with_attempts);
-		ReleaseCurrentSubTransaction();
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		if (aw_error_is_transient(edata->sqlerrcode))
-		{
-			/* not this row's fault: the whole turn is retried later */
-			FreeErrorData(edata);
-			PG_RE_THROW();
-		}
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		if (failing != NULL)
-			ereport(WARNING,
-					(errmsg("aloro_webhook could not record attempt %d of delivery " INT64_FORMAT ": %s",
-							results[0]->outcome.attempt, results[0]->id, edata->message),
-					 errhint("%s", failing)));
-		FreeErrorData(edata);
-		ok = false;
-	}
-	PG_END_TRY();
-	MemoryContextSwitchTo(cxt);
-	CurrentResourceOwner = owner;
-	return ok;
+	if (edata == NULL)
+		return true;
+	if (failing != NULL)
+		ereport(WARNING,
+				(errmsg("aloro_webhook could not record attempt %d of delivery " INT64_FORMAT ": %s",
+						results[0]->outcome.attempt, results[0]->id, edata->message),
+				 errhint("%s", failing)));
+	FreeErrorData(edata);
+	return false;
 }
 
 /*

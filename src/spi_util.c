@@ -18,6 +18,9 @@
 #include "executor/spi.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/memutils.h"
+#include "utils/resowner.h"
+#include "access/xact.h"
 
 #include "spi_util.h"
 
@@ -59,4 +62,47 @@ aw_int8_array(const int64 *values, int n)
 	for (int i = 0; i < n; i++)
 		d[i] = Int64GetDatum(values[i]);
 	return PointerGetDatum(construct_array(d, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+}
+
+/*
+ * aw_try_in_subtransaction
+ *		Runs fn(arg) in an internal subtransaction.  Returns NULL when it
+ *		succeeded; when it raised an error, the subtransaction is rolled back
+ *		and the error is returned (copied into the caller's memory context) --
+ *		unless rethrow(its SQLSTATE) says it must stop the caller too, and
+ *		then it is thrown on.
+ */
+ErrorData *
+aw_try_in_subtransaction(void (*fn) (void *arg), void *arg, bool (*rethrow) (int sqlerrcode))
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	ErrorData  *volatile failed = NULL;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(cxt);
+	PG_TRY();
+	{
+		fn(arg);
+		ReleaseCurrentSubTransaction();
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		if (rethrow(edata->sqlerrcode))
+		{
+			FreeErrorData(edata);
+			PG_RE_THROW();
+		}
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		failed = edata;
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(cxt);
+	CurrentResourceOwner = owner;
+	return failed;
 }

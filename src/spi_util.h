@@ -12,9 +12,12 @@
 #include "postgres.h"
 
 #include "executor/spi.h"
+#include "utils/elog.h"
 
 extern SPIPlanPtr aw_prepare(const char *sql, int nargs, Oid *types);
 extern char *aw_spi_text(HeapTuple tuple, TupleDesc desc, int col, MemoryContext cxt);
 extern Datum aw_int8_array(const int64 *values, int n);
+extern ErrorData *aw_try_in_subtransaction(void (*fn) (void *arg), void *arg,
+										   bool (*rethrow) (int sqlerrcode));
 
 #endif							/* ALORO_WEBHOOK_SPI_UTIL_H */

@@ -1,6 +1,8 @@
 /*-------------------------------------------------------------------------
  * worker.h
- *		The delivery worker (worker.c) and how it starts (worker_start.c).
+ *		The delivery worker's state (worker.c owns the one instance), the
+ *		transaction work of its turns (turn.c), and how it starts
+ *		(worker_start.c).
  *
  * IDENTIFICATION
  *		src/worker.h
@@ -11,7 +13,108 @@
 
 #include "postgres.h"
 
+#include "lib/ilist.h"
+#include "utils/palloc.h"
+#include "utils/timestamp.h"
+
+#include "delivery.h"
+
+/* when due work could not be claimed (locked by someone), look again after */
+#define AW_RECHECK_MS 250
+/* pause after a turn that failed */
+#define AW_RETRY_MS 1000
+/* claim rounds in one transaction */
+#define AW_MAX_CLAIM_ROUNDS 16
+/* finished deliveries held at most, waiting to be recorded */
+#define AW_MAX_FINISHED 5000
+/* waiting deliveries of deleted webhooks remembered from one sweep to the next */
+#define AW_MAX_ORPHANS 1000
+
+/* what the worker is doing, for the error handler */
+typedef enum AwPhase
+{
+	AW_PHASE_IDLE,				/* waiting, or driving the transport */
+	AW_PHASE_TURN,				/* in a turn's transaction: an error rolls it back */
+	AW_PHASE_SWEEP,				/* in the sweep's transaction: an error is only logged */
+	AW_PHASE_STARTING			/* putting committed claims in flight */
+} AwPhase;
+
+/*
+ * When the next turn is due: kept apart from the turns themselves, which
+ * only tell it what they learned.
+ */
+typedef struct AwClock
+{
+	bool		have_due;		/* due is set */
+	TimestampTz due;			/* the earliest due delivery (or a recheck) */
+	TimestampTz retry_at;		/* after a failed turn, no turn before */
+	TimestampTz last_turn;
+	TimestampTz last_sweep;
+} AwClock;
+
+/*
+ * The worker's state.  Invariants:
+ *
+ *	- every delivery the worker holds is in exactly one of claimed,
+ *	  in_flight and finished, and its memory context is deleted when it
+ *	  leaves the last of them (recorded, dropped or abandoned);
+ *	- claimed holds only what the open turn's transaction claimed: after a
+ *	  commit it is put in flight (or finished, when it cannot be sent), after
+ *	  an abort it is dropped, so it is empty outside a turn;
+ *	- in_flight is exactly the deliveries whose HTTP request the transport
+ *	  holds, so the room in flight (slots.c) is counted from claimed and
+ *	  in_flight alone;
+ *	- finished holds at most AW_MAX_FINISHED; it is emptied only by a turn
+ *	  that commits their record;
+ *	- extension_oid is valid only while the queue of that extension is the
+ *	  one worked on; when it changes, everything held is abandoned.
+ */
+typedef struct AwWorker
+{
+	Oid			extension_oid;	/* the extension whose queue we work on */
+	int64		token;			/* what our claims carry (queue.claimed_by) */
+	int			said_waiting;	/* the AwQueueState last logged as waited for */
+	AwPhase		phase;
+
+	dlist_head	claimed;
+	dlist_head	in_flight;
+	dlist_head	finished;
+	int			nclaimed;
+	int			nfinished;
+
+	MemoryContext deliveries_cxt;	/* parent of every delivery's context */
+	MemoryContext turn_cxt;		/* reset every loop */
+
+	AwClock		clock;
+
+	/* waiting deliveries of deleted webhooks seen at the last sweep */
+	int64		orphans[AW_MAX_ORPHANS];
+	int			norphans;
+
+	bool		trim_pending;	/* requests went out since the heap was last trimmed */
+	char		policy[2 * MAXPGPATH + 8192];	/* what kept-alive connections were checked against */
+} AwWorker;
+
+
+/* d's outcome is known: it waits to be recorded */
+static inline void
+aw_worker_add_finished(AwWorker *w, AwDelivery *d)
+{
+	d->in_flight = false;
+	dlist_push_tail(&w->finished, &d->node);
+	w->nfinished++;
+}
+
+/* turn.c: the transaction work */
+extern void aw_turn(AwWorker *w);
+extern void aw_turn_failed(AwWorker *w);
+extern void aw_sweep(AwWorker *w);
+extern void aw_release_on_exit(AwWorker *w);
+
+/* worker.c */
 extern bool aw_worker_stopping(void);
+
+/* worker_start.c */
 extern void aw_worker_connect(void);
 extern void aw_worker_pin_settings(void);
 

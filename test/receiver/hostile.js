@@ -53,6 +53,7 @@
 //   {ev:"req",   cid, t, listener, method, path, headers, delivery, body_bytes, body_sha256}
 //        (body_bytes/body_sha256 are null when the behaviour answers before reading the body)
 //   {ev:"peer_end", cid, t, listener}      (the client closed its side)
+//   {ev:"smuggled", cid, t, listener}      (the unsolicited response of /b/smuggle is written)
 //   {ev:"close", cid, t, listener, sent, received}
 // t is epoch milliseconds; sent/received count bytes on that connection.
 //
@@ -270,7 +271,10 @@ function behave(sock, st, req) {
 			return false;
 		case 'smuggle':
 			simple(st, 200, 'ok');
-			st.timers.push(setTimeout(() => simple(st, 200, 'ok'), 100));
+			st.timers.push(setTimeout(() => {
+				simple(st, 200, 'ok');
+				log({ ev: 'smuggled', cid: st.cid, t: Date.now(), listener: 'main' });
+			}, 100));
 			return true;
 		default:
 			simple(st, 404, 'not found');

@@ -18,15 +18,7 @@ SELECT aloro_webhook.create_webhook('https://receiver.example/norec', include_re
 ------------------------------------------------------------------------------
 -- The contract's documented call, verbatim.
 ------------------------------------------------------------------------------
-INSERT INTO aloro_webhook.calls VALUES
-  ('call_abc123', '+1234567890', 'inbound', 'completed', 180,
-   '2024-03-15 14:27:00+00', '2024-03-15 14:30:00+00',
-   'asst_xyz789', 'Customer Support', 'pn_456', '+0987654321', 'camp_123', 'March Outreach',
-   '{"status": true, "summary": "Customer inquired about order status"}',
-   '[{"speaker": "ai", "text": "Hello! How can I help you today?", "start": 0},
-     {"speaker": "customer", "text": "I need to check my order status", "start": 3.4}]',
-   'https://storage.aloro.ai/recordings/call_abc123.mp3', 180,
-   0.45, '{"voice": 0.30, "transcription": 0.10, "recording": 0.05}');
+\i test/fixtures/example_call.sql
 
 -- one delivery per matching webhook
 SELECT w.name, d.event, d.test, d.status

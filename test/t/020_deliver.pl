@@ -30,17 +30,13 @@ ok(wait_for_worker($node, 30), 'the delivery worker runs');
 {
 	my $tag = 'asst_signed';
 	my $wh = add_webhook($node, "$rcv->{url}/ok?case=signed", tag => $tag, secret => $secret);
-	# the contract's example row, plus characters outside ASCII
-	$node->safe_psql('postgres', q{
-		INSERT INTO aloro_webhook.calls VALUES
-		  ('call_signed_1', '+1234567890', 'inbound', 'completed', 180,
-		   '2024-03-15 14:27:00+00', '2024-03-15 14:30:00+00',
-		   'asst_signed', 'Customer Support', 'pn_456', '+0987654321', 'camp_123', 'March Outreach',
-		   '{"status": true, "summary": "Client satisfait ✓ — café 😀", "1": 0.30}',
-		   '[{"speaker": "ai", "text": "Hello! How can I help you today?", "start": 0},
-		     {"speaker": "customer", "text": "I need to check my order status", "start": 3.4}]',
-		   'https://storage.aloro.ai/recordings/call_abc123.mp3', 180,
-		   0.45, '{"voice": 0.30, "transcription": 0.10, "recording": 0.05}')});
+	# the contract's example row, as this case's call, with characters outside ASCII
+	my $example = slurp_file("$FindBin::RealBin/../fixtures/example_call.sql");
+	$example =~ s/\('call_abc123',/('call_signed_1',/ or die 'example call: no id';
+	$example =~ s/'asst_xyz789'/'asst_signed'/ or die 'example call: no assistant';
+	$example =~ s/"summary": "Customer inquired about order status"/"summary": "Client satisfait ✓ — café 😀", "1": 0.30/
+	  or die 'example call: no summary';
+	$node->safe_psql('postgres', $example);
 	my $did = $node->safe_psql('postgres',
 		"SELECT id FROM aloro_webhook.deliveries WHERE call_id = 'call_signed_1' AND webhook_id = $wh");
 	ok($did ne '', 'a delivery was queued for the call');

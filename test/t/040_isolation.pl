@@ -141,11 +141,11 @@ ok(wait_for_worker($node, 30), 'the delivery worker runs');
 	my $tag = 'asst_wake';
 	add_webhook($node, "$rcv->{url}/ok?case=wake", tag => $tag);
 
-	# The queue is drained; let the worker settle into its idle wait.
+	# The queue is drained and the worker back in its idle wait.
 	ok(poll_until($node,
 			"SELECT count(*) FROM aloro_webhook.deliveries WHERE status = 'pending'", '0', 30),
 		'wake-up: queue drained');
-	Time::HiRes::sleep(1.0);
+	ok(worker_waits($node), 'wake-up: the worker waits, idle');
 
 	# rolled back: never sent
 	$node->safe_psql('postgres', q{
@@ -160,9 +160,10 @@ ok(wait_for_worker($node, 30), 'the delivery worker runs');
 	$bg->query_safe('BEGIN');
 	$bg->query_safe(q{INSERT INTO aloro_webhook.calls (id, status, assistant_id)
 	                  VALUES ('call_wake_open', 'completed', 'asst_wake')});
+	# an observation window: the worker, woken or not, must send nothing
 	Time::HiRes::sleep(1.0);
 	my @early = grep { $_->{body} =~ /"call_wake_open"/ } receiver_log($rcv);
-	is(scalar(@early), 0, 'wake-up: nothing is sent while the transaction is open');
+	is(scalar(@early), 0, 'wake-up: nothing is sent while the transaction is open (observed for 1 s)');
 	my $t0 = Time::HiRes::time();
 	$bg->query_safe('COMMIT');
 	$bg->quit;
@@ -175,7 +176,7 @@ ok(wait_for_worker($node, 30), 'the delivery worker runs');
 	note(sprintf('delivered %.3fs after COMMIT', $hit[0]{t} / 1000 - $t0)) if @hit;
 
 	# one more, from an idle worker again, through plain autocommit
-	Time::HiRes::sleep(1.0);
+	ok(worker_waits($node), 'wake-up: the worker waits, idle, again');
 	my $t1 = Time::HiRes::time();
 	my $did = end_call($node, 'call_wake_second', tag => $tag);
 	ok(wait_for_requests($rcv, sub { grep { $_->{body} =~ /"call_wake_second"/ } @_ }, 10,
@@ -192,3 +193,12 @@ ok(wait_for_worker($node, 30), 'the delivery worker runs');
 stop_receiver($rcv);
 $node->stop;
 done_testing();
+
+# true once the worker is in its idle wait (PG_WAIT_EXTENSION), not in a turn
+sub worker_waits
+{
+	my ($n) = @_;
+	return poll_until($n,
+		"SELECT state = 'idle' AND wait_event_type = 'Extension' FROM pg_stat_activity
+		  WHERE backend_type = 'aloro_webhook worker'", 't', 10);
+}

@@ -1,0 +1,363 @@
+/*-------------------------------------------------------------------------
+ * turn.c
+ *		The transaction work of the delivery worker's turns: record the
+ *		finished attempts, claim due deliveries for the free room, learn when
+ *		the next one is due -- in one short transaction -- and, once it has
+ *		committed, put the claimed ones in flight; the sweep; the release of
+ *		claims at shutdown.
+ *
+ * worker.c decides when a turn runs; this file only does it, on the
+ * worker's state (AwWorker, worker.h) it is handed.
+ *
+ * IDENTIFICATION
+ *		src/turn.c
+ *-------------------------------------------------------------------------
+ */
+#include "aloro_webhook.h"
+
+#include "access/xact.h"
+#include "executor/spi.h"
+#include "pgstat.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+
+#include "delivery.h"
+#include "http.h"
+#include "queue.h"
+#include "request.h"
+#include "slots.h"
+#include "worker.h"
+
+/*
+ * aw_claim_due
+ *		Fills the free room with due deliveries.  Runs inside the turn's
+ *		transaction; the claimed ones are started after it commits.
+ */
+static void
+aw_claim_due(AwWorker *w)
+{
+	AwSlots		slots;
+	dlist_head *held[2] = {&w->claimed, &w->in_flight};
+	bool		more_due = true;
+	bool		bytes_full = false;
+	int			claimed = 0;
+
+	aw_slots_count(&slots, w->turn_cxt, held, lengthof(held));
+	/* after a policy change, nothing new starts on the old connections */
+	if (!aw_http_ready_for_new())
+		slots.cap = 0;
+
+	for (int round = 0; round < AW_MAX_CLAIM_ROUNDS && slots.total < slots.cap && more_due && !bytes_full; round++)
+	{
+		int64	   *exclude;
+		int			nexclude = aw_slots_full_webhooks(&slots, &exclude);
+		int			limit = Min(slots.cap - slots.total, Min(aw_batch_size, aw_max_in_flight_per_webhook));
+		ItemPointerData *tids = palloc(sizeof(ItemPointerData) * limit);
+		int64	   *hooks = palloc(sizeof(int64) * limit);
+		int		   *sizes = palloc(sizeof(int) * limit);
+		ItemPointerData *take = palloc(sizeof(ItemPointerData) * limit);
+		AwDelivery **into = palloc(sizeof(AwDelivery *) * limit);
+		int			n;
+		int			ntake = 0;
+		int			got;
+
+		n = aw_queue_candidates(limit, exclude, nexclude, tids, hooks, sizes);
+		more_due = (n == limit);
+		/* take each candidate while there is room for it */
+		for (int i = 0; i < n && !bytes_full; i++)
+			if (aw_slots_take(&slots, hooks[i], sizes[i], &bytes_full))
+				take[ntake++] = tids[i];
+		if (ntake == 0)
+			continue;
+
+		for (int i = 0; i < ntake; i++)
+			into[i] = aw_delivery_new(w->deliveries_cxt);
+		got = aw_queue_claim(take, ntake, w->token, into);
+		for (int i = 0; i < ntake; i++)
+		{
+			if (i < got)
+			{
+				dlist_push_tail(&w->claimed, &into[i]->node);
+				w->nclaimed++;
+			}
+			else
+				aw_delivery_free(into[i]);
+		}
+		claimed += got;
+		if (got < ntake)
+		{
+			/* some were not claimable after all: count again from what is held */
+			aw_slots_count(&slots, w->turn_cxt, held, lengthof(held));
+		}
+	}
+
+	/* when is the next one due, among webhooks with room? */
+	w->clock.have_due = false;
+	if (slots.total < slots.cap && !more_due && !bytes_full)
+	{
+		int64	   *exclude;
+		int			nexclude = aw_slots_full_webhooks(&slots, &exclude);
+
+		w->clock.have_due = aw_queue_next_due(exclude, nexclude, &w->clock.due);
+		if (w->clock.have_due && claimed == 0 && w->clock.due <= GetCurrentTransactionStartTimestamp())
+		{
+			/* due but not claimable (locked by someone): look again shortly */
+			w->clock.due = GetCurrentTimestamp() + AW_RECHECK_MS * 1000;
+		}
+	}
+}
+
+/* the queue we worked on is gone (extension dropped, or dropped and re-created) */
+static void
+aw_detach_queue(AwWorker *w)
+{
+	aw_delivery_free_list(&w->in_flight);
+	aw_delivery_free_list(&w->finished);
+	w->nfinished = 0;
+	aw_queue_forget_plans();
+	w->clock.have_due = false;
+	w->extension_oid = InvalidOid;
+}
+
+/* opens a turn's transaction, with SPI and a snapshot */
+static void
+aw_begin(const char *activity)
+{
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	PushActiveSnapshot(GetTransactionSnapshot());
+	pgstat_report_activity(STATE_RUNNING, activity);
+}
+
+/* commits what aw_begin opened */
+static void
+aw_commit(void)
+{
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+}
+
+/* releases the claims of workers that no longer run; returns how many */
+static uint64
+aw_release_stale_claims(AwWorker *w)
+{
+	int64		live[AW_MAX_WORKERS];
+	int			nlive = aw_live_worker_tokens(live, true);
+
+	return aw_queue_release_claims(live, nlive);
+}
+
+/* decides and records the finished deliveries; returns how many */
+static int
+aw_record_finished(AwWorker *w)
+{
+	AwDelivery **ds = palloc(sizeof(AwDelivery *) * Max(w->nfinished, 1));
+	int			n = 0;
+	dlist_iter	it;
+
+	dlist_foreach(it, &w->finished)
+	{
+		AwDelivery *d = dlist_container(AwDelivery, node, it.cur);
+
+		aw_schedule_next(&d->outcome, d->budget_start);
+		ds[n++] = d;
+	}
+	aw_queue_record(ds, n, w->token);
+	return n;
+}
+
+/* says once what the worker waits for, and when to look again */
+static void
+aw_not_attached(AwWorker *w, AwQueueState state)
+{
+	if (state != AW_QUEUE_NOT_READY && w->said_waiting != (int) state)
+	{
+		if (state == AW_QUEUE_LEGACY)
+			ereport(LOG,
+					(errmsg("aloro_webhook worker is waiting for ALTER EXTENSION aloro_webhook UPDATE in database \"%s\"",
+							aw_database_name),
+					 errdetail("The library is version %s; the extension's tables there are still version 0.1.0's.",
+							   AW_VERSION),
+					 errhint("Run ALTER EXTENSION aloro_webhook UPDATE; deliveries queued meanwhile are kept and sent afterwards.")));
+		else
+			ereport(LOG,
+					(errmsg("aloro_webhook worker is waiting for CREATE EXTENSION aloro_webhook in database \"%s\"",
+							aw_database_name)));
+		w->said_waiting = (int) state;
+	}
+	/* installed but not usable yet: look again shortly */
+	w->clock.have_due = state != AW_QUEUE_NONE;
+	if (w->clock.have_due)
+		w->clock.due = GetCurrentTimestamp() +
+			(state == AW_QUEUE_LEGACY ? AW_RETRY_MS : AW_RECHECK_MS) * 1000;
+}
+
+/* after a commit: the claimed deliveries go out, or are failed unsent */
+static void
+aw_start_claimed(AwWorker *w)
+{
+	dlist_mutable_iter it;
+
+	dlist_foreach_modify(it, &w->claimed)
+	{
+		AwDelivery *d = dlist_container(AwDelivery, node, it.cur);
+		const char *unsendable = aw_request_unsendable(d);
+
+		dlist_delete(&d->node);
+		w->nclaimed--;
+		if (unsendable != NULL && w->nfinished < AW_MAX_FINISHED)
+		{
+			aw_request_unsent(d, unsendable);
+			aw_worker_add_finished(w, d);
+		}
+		else if (unsendable != NULL)
+			aw_delivery_free(d);	/* released when the worker restarts */
+		else
+		{
+			aw_request_prepare(d);
+			aw_http_start(&d->http);
+			d->in_flight = true;
+			dlist_push_tail(&w->in_flight, &d->node);
+			w->trim_pending = true;
+		}
+	}
+}
+
+/*
+ * aw_turn
+ *		One short transaction: record finished attempts, claim due work.
+ *		What the turn recorded is forgotten, and what it claimed is started,
+ *		only after it commits.
+ */
+void
+aw_turn(AwWorker *w)
+{
+	AwQueueState state;
+	Oid			extension_oid;
+	Oid			attached = InvalidOid;
+	int			recorded = 0;
+
+	w->phase = AW_PHASE_TURN;
+	aw_begin("aloro_webhook: recording attempts and claiming deliveries");
+
+	extension_oid = aw_queue_extension_oid(&state);
+	if (extension_oid != w->extension_oid && OidIsValid(w->extension_oid))
+		aw_detach_queue(w);
+	if (!OidIsValid(extension_oid))
+		aw_not_attached(w, state);
+	else
+	{
+		uint64		released = 0;
+
+		/* a queue to work on: whatever was in flight before is due again */
+		if (!OidIsValid(w->extension_oid))
+		{
+			released = aw_release_stale_claims(w);
+			attached = extension_oid;
+		}
+		if (w->nfinished > 0)
+			recorded = aw_record_finished(w);
+		aw_claim_due(w);
+		if (OidIsValid(attached))
+			ereport(LOG,
+					(errmsg("aloro_webhook worker is delivering webhooks from database \"%s\"",
+							aw_database_name),
+					 released > 0 ?
+					 errdetail("%llu deliveries that were in flight when the worker last stopped are due again.",
+							   (unsigned long long) released) : 0));
+	}
+
+	aw_commit();
+	/* committed: from here on nothing may undo the turn */
+	w->phase = AW_PHASE_STARTING;
+	if (OidIsValid(attached))
+	{
+		w->extension_oid = attached;
+		w->said_waiting = -1;
+	}
+	if (recorded > 0)
+	{
+		aw_delivery_free_list(&w->finished);
+		w->nfinished = 0;
+	}
+	/* only now, outside any transaction, does the network come in */
+	aw_start_claimed(w);
+	w->phase = AW_PHASE_IDLE;
+	pgstat_report_stat(false);
+	pgstat_report_activity(STATE_IDLE, NULL);
+}
+
+/*
+ * aw_turn_failed
+ *		After an error in a turn's transaction, which the caller rolled back:
+ *		what it claimed was not claimed after all; what it was recording is
+ *		still to be recorded, at the next turn, after a pause.
+ */
+void
+aw_turn_failed(AwWorker *w)
+{
+	aw_delivery_free_list(&w->claimed);
+	w->nclaimed = 0;
+	w->clock.retry_at = GetCurrentTimestamp() + AW_RETRY_MS * 1000;
+	w->clock.have_due = true;
+	w->clock.due = w->clock.retry_at;
+}
+
+/*
+ * aw_sweep
+ *		Now and then, in a transaction of its own: release claims of workers
+ *		that no longer run (a restore brings such claims along), and fail
+ *		waiting deliveries of deleted webhooks that a race let through --
+ *		those seen orphaned at two sweeps in a row, so that a restore that
+ *		loads the queue before the webhooks fails none of them.
+ */
+void
+aw_sweep(AwWorker *w)
+{
+	int64		seen[AW_MAX_ORPHANS];
+	int			nseen;
+
+	w->phase = AW_PHASE_SWEEP;
+	aw_begin("aloro_webhook: releasing stale claims, failing deliveries of deleted webhooks");
+	aw_release_stale_claims(w);
+	nseen = aw_queue_orphans(seen, AW_MAX_ORPHANS);
+	if (w->norphans > 0 && nseen > 0)
+		aw_queue_fail_orphans(w->orphans, w->norphans);
+	aw_commit();
+	memcpy(w->orphans, seen, sizeof(int64) * nseen);
+	w->norphans = nseen;
+	w->clock.last_sweep = GetCurrentTimestamp();
+	w->phase = AW_PHASE_IDLE;
+	pgstat_report_activity(STATE_IDLE, NULL);
+}
+
+/*
+ * On shutdown: record what finished, then make what is still in flight due
+ * again, at once.  Best effort: start-up releases whatever this leaves.
+ */
+void
+aw_release_on_exit(AwWorker *w)
+{
+	AwQueueState state;
+
+	if (!OidIsValid(w->extension_oid))
+		return;
+	aw_delivery_free_list(&w->in_flight);
+	aw_begin("aloro_webhook: stopping");
+	if (aw_queue_extension_oid(&state) == w->extension_oid)
+	{
+		int64		others[AW_MAX_WORKERS];
+		int			nothers = aw_live_worker_tokens(others, false);
+
+		if (w->nfinished > 0)
+			aw_record_finished(w);
+		/* ours are released: every claim but those of the workers still running */
+		aw_queue_release_claims(others, nothers);
+	}
+	aw_commit();
+}
+
