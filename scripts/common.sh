@@ -18,6 +18,8 @@ aw_build_install() {
   mkdir -p "$work"
   (cd "$aw_root" && tar --exclude=.git --exclude=node_modules --exclude=tmp_check \
       --exclude='*.o' --exclude='*.so' --exclude='*.bc' -cf - .) | tar -C "$work" -xf -
+  # the test receivers' packages (install-deps.sh installs them)
+  cp -a "$aw_root/test/receiver/node_modules" "$work/test/receiver/"
   echo "== building aloro_webhook"
   (cd "$work" && make -s && make -s install)
   chown -R postgres:postgres "$work"

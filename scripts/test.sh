@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test command: installs what is missing, builds warning-free, installs
 # the extension, and runs every test (pg_regress, then the TAP suite) as the
-# postgres user from a scratch copy of the tree that postgres owns.
+# postgres user from a scratch copy of the tree that postgres owns; then the
+# benchmark's smoke run (test/bench/run.sh --quick).
 #
 #   bash scripts/test.sh            everything
 #   bash scripts/test.sh regress    pg_regress only
@@ -26,5 +27,10 @@ if [ $status -ne 0 ]; then
     [ -f "$f" ] && { echo "== $f (last 60 lines)"; tail -n 60 "$f"; }
   done
   exit $status
+fi
+if [ "$what" = installcheck ]; then
+  # the benchmark's smoke run: it fails only when a delivery is lost, never on a figure
+  echo "== benchmark smoke run (test/bench/run.sh --quick)"
+  BENCH_JSON=/tmp/aloro_webhook_bench_quick.json bash "$aw_root/test/bench/run.sh" --quick
 fi
 echo "== all tests passed"

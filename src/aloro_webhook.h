@@ -40,6 +40,14 @@ extern int	aw_batch_size;
 extern int	aw_max_payload_size;
 extern int	aw_max_in_flight_bytes;
 extern bool aw_copy_ends_calls;
+extern int	aw_retention_s;
+extern int	aw_failed_retention_s;
+extern int	aw_disable_after_failures;
+extern double aw_retry_jitter;
+extern int	aw_max_retry_after_s;
+extern char *aw_proxy;
+extern int	aw_workers;
+extern int	aw_worker_index;
 
 /* aloro_webhook.c: the running workers, and waking them */
 #define AW_MAX_WORKERS 32
@@ -48,6 +56,11 @@ extern void aw_worker_register(int64 token);
 extern int	aw_live_worker_tokens(int64 *out, bool include_self);
 extern bool aw_database_missing(void);
 extern void aw_set_database_missing(bool missing);
+extern TimestampTz aw_take_rewind(void);
+extern void aw_set_am_worker(void);
+extern uint64 aw_webhooks_version(void);
+extern bool aw_webhooks_changed_here(void);
+extern void aw_after_commit_prepared(void);
 
 /* schedule.c: aloro_webhook.retry_schedule */
 typedef struct AwSchedule
@@ -100,7 +113,6 @@ extern char *aw_build_test_payload(int64 delivery_id, TimestampTz at);
 /* statuses.c: live and terminal call statuses */
 extern bool aw_status_is_terminal(const char *status);
 extern bool aw_status_is_live(const char *status);
-extern char *aw_terminal_statuses_sql(void);
 
 /* enqueue.c */
 extern Oid	aw_watched_table(Relation rel);
@@ -112,6 +124,9 @@ extern bool aw_copy_loading(Relation rel);
 /* sign.c */
 extern void aw_hmac_sha256_hex(const char *key, int keylen,
 							   const char *msg, int msglen, char *out_hex);
+extern bool aw_standard_key(const char *secret, unsigned char **key, int *keylen);
+extern char *aw_standard_signature(const char *secret, const char *msg_id,
+								   const char *timestamp, const char *body, size_t body_len);
 
 /* url.c */
 #define AW_URL_PASSWORD_MASK "***"

@@ -7,7 +7,9 @@
  * _check_webhook() is the BEFORE trigger of webhooks: it refuses a NULL in
  * any NOT NULL column by name, before PostgreSQL's own check would print the
  * whole row ("Failing row contains (...)") -- secret included -- in the
- * error and the server log, and keeps a URL's password apart from the URL.
+ * error and the server log, keeps a URL's password apart from the URL,
+ * checks the signature scheme against the secret, and on a change of
+ * enabled sends the operator event (enabling also clears disabled_reason).
  *
  * IDENTIFICATION
  *		src/checks.c
@@ -22,6 +24,8 @@
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
 #include "utils/rel.h"
+
+#include "health.h"
 
 /* the jsonb type of a value, as users call it */
 static const char *
@@ -168,6 +172,213 @@ aw_split_url_password(Relation rel, HeapTuple tuple)
 	return heap_modify_tuple(tuple, desc, values, nulls, repl);
 }
 
+/* text of a column by name, NULL when NULL or missing (a 0.1.0 table) */
+static char *
+aw_column_text(Relation rel, HeapTuple tuple, const char *name)
+{
+	TupleDesc	desc = RelationGetDescr(rel);
+	int			att = SPI_fnumber(desc, name);
+	bool		isnull;
+	Datum		v;
+
+	if (att <= 0)
+		return NULL;
+	v = heap_getattr(tuple, att, desc, &isnull);
+	return isnull ? NULL : TextDatumGetCString(v);
+}
+
+/* a boolean column by name; dflt when NULL or missing */
+static bool
+aw_column_bool(Relation rel, HeapTuple tuple, const char *name, bool dflt)
+{
+	TupleDesc	desc = RelationGetDescr(rel);
+	int			att = SPI_fnumber(desc, name);
+	bool		isnull;
+	Datum		v;
+
+	if (att <= 0)
+		return dflt;
+	v = heap_getattr(tuple, att, desc, &isnull);
+	return isnull ? dflt : DatumGetBool(v);
+}
+
+/* the signature scheme is one we know, and a standard one has a whsec_ secret */
+static void
+aw_check_signature_scheme(Relation rel, HeapTuple tuple)
+{
+	char	   *scheme = aw_column_text(rel, tuple, "signature_scheme");
+	char	   *secret;
+	unsigned char *key;
+	int			keylen;
+
+	if (scheme == NULL || strcmp(scheme, "aloro") == 0)
+		return;
+	if (strcmp(scheme, "standard") != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_CHECK_VIOLATION),
+				 errmsg("invalid webhook signature_scheme \"%s\"", scheme),
+				 errhint("A signature scheme is aloro (X-Aloro-Signature) or standard (Standard Webhooks).")));
+	secret = aw_column_text(rel, tuple, "secret");
+	if (!aw_standard_key(secret, &key, &keylen))
+		ereport(ERROR,
+				(errcode(ERRCODE_CHECK_VIOLATION),
+				 errmsg("a webhook with signature_scheme standard needs a secret of the form whsec_<base64>"),
+				 errhint("aloro_webhook.generate_secret() makes one.")));
+}
+
+/* an HTTP token (RFC 9110 field-name): tchar+ */
+static bool
+aw_is_token(const char *s, int len)
+{
+	if (len == 0)
+		return false;
+	for (int i = 0; i < len; i++)
+	{
+		unsigned char c = (unsigned char) s[i];
+
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+			  strchr("!#$%&'*+-.^_`|~", c) != NULL) || c == '\0')
+			return false;
+	}
+	return true;
+}
+
+/* a header the extension sets itself, or one that would break the request framing */
+static bool
+aw_is_reserved_header(const char *name, int len)
+{
+	static const char *const reserved[] = {"content-type", "content-length", "host", "user-agent",
+	"transfer-encoding", "connection", "expect", "te", "trailer", "upgrade", "keep-alive"};
+
+	for (size_t i = 0; i < lengthof(reserved); i++)
+		if ((size_t) len == strlen(reserved[i]) && pg_strncasecmp(name, reserved[i], len) == 0)
+			return true;
+	return (len >= 8 && pg_strncasecmp(name, "x-aloro-", 8) == 0) ||
+		(len >= 8 && pg_strncasecmp(name, "webhook-", 8) == 0);
+}
+
+/*
+ * headers must be an object of string values, each name an HTTP token the
+ * extension does not set itself, each value free of CR, LF and NUL.  The
+ * messages name the header, never its value (it may be a credential).
+ */
+static void
+aw_check_headers(Relation rel, HeapTuple tuple)
+{
+	TupleDesc	desc = RelationGetDescr(rel);
+	int			att = SPI_fnumber(desc, "headers");
+	bool		isnull;
+	Jsonb	   *jb;
+	JsonbIterator *it;
+	JsonbValue	v;
+	JsonbIteratorToken tok;
+	char	   *name = NULL;
+
+	if (att <= 0)
+		return;
+	jb = DatumGetJsonbP(heap_getattr(tuple, att, desc, &isnull));
+	if (isnull)
+		return;
+	if (!JB_ROOT_IS_OBJECT(jb))
+		ereport(ERROR,
+				(errcode(ERRCODE_CHECK_VIOLATION),
+				 errmsg("webhook headers must be a JSON object, not %s", aw_jsonb_kind(jb)),
+				 errhint("Give the extra request headers as {\"Authorization\": \"Bearer ...\"}.")));
+	it = JsonbIteratorInit(&jb->root);
+	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	{
+		if (tok == WJB_KEY)
+		{
+			name = pnstrdup(v.val.string.val, v.val.string.len);
+			if (!aw_is_token(v.val.string.val, v.val.string.len))
+				ereport(ERROR,
+						(errcode(ERRCODE_CHECK_VIOLATION),
+						 errmsg("invalid webhook header name \"%s\"", name),
+						 errhint("A header name is letters, digits and !#$%%&'*+-.^_`|~, such as X-Api-Key.")));
+			if (aw_is_reserved_header(v.val.string.val, v.val.string.len))
+				ereport(ERROR,
+						(errcode(ERRCODE_CHECK_VIOLATION),
+						 errmsg("webhook header \"%s\" cannot be set: the extension sets it", name),
+						 errhint("Content-Type, Content-Length, Host, User-Agent, X-Aloro-* and webhook-* are the extension's own.")));
+		}
+		else if (tok == WJB_VALUE)
+		{
+			if (v.type != jbvString)
+				ereport(ERROR,
+						(errcode(ERRCODE_CHECK_VIOLATION),
+						 errmsg("webhook header \"%s\" must have a string value", name),
+						 errhint("Write numbers as strings: {\"X-Tenant\": \"42\"}.")));
+			for (int i = 0; i < v.val.string.len; i++)
+			{
+				char		c = v.val.string.val[i];
+
+				if (c == '\r' || c == '\n' || c == '\0')
+					ereport(ERROR,
+							(errcode(ERRCODE_CHECK_VIOLATION),
+							 errmsg("webhook header \"%s\" has a CR, LF or NUL character in its value", name)));
+			}
+		}
+	}
+}
+
+/* rate_limit is NULL or at least 1 request per second */
+static void
+aw_check_rate_limit(Relation rel, HeapTuple tuple)
+{
+	TupleDesc	desc = RelationGetDescr(rel);
+	int			att = SPI_fnumber(desc, "rate_limit");
+	bool		isnull;
+	int32		rate;
+
+	if (att <= 0)
+		return;
+	rate = DatumGetInt32(heap_getattr(tuple, att, desc, &isnull));
+	if (!isnull && rate < 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_CHECK_VIOLATION),
+				 errmsg("webhook rate_limit must be at least 1 request per second, not %d", rate),
+				 errhint("Set it to NULL for no limit.")));
+}
+
+/*
+ * On UPDATE: enabling a webhook clears why it was disabled; each change of
+ * enabled is an operator event.  Returns the tuple, changed or not.
+ */
+static HeapTuple
+aw_enabled_change(Relation rel, HeapTuple old, HeapTuple tuple)
+{
+	TupleDesc	desc = RelationGetDescr(rel);
+	bool		was = aw_column_bool(rel, old, "enabled", true);
+	bool		is = aw_column_bool(rel, tuple, "enabled", true);
+	int			reason_att = SPI_fnumber(desc, "disabled_reason");
+	int			at_att = SPI_fnumber(desc, "disabled_at");
+	int			id_att = SPI_fnumber(desc, "id");
+	bool		isnull;
+	int64		id;
+
+	if (was == is || reason_att <= 0 || at_att <= 0 || id_att <= 0)
+		return tuple;
+	id = DatumGetInt64(heap_getattr(tuple, id_att, desc, &isnull));
+	if (is)
+	{
+		Datum	   *values = palloc0(sizeof(Datum) * desc->natts);
+		bool	   *nulls = palloc0(sizeof(bool) * desc->natts);
+		bool	   *repl = palloc0(sizeof(bool) * desc->natts);
+
+		nulls[reason_att - 1] = nulls[at_att - 1] = true;
+		repl[reason_att - 1] = repl[at_att - 1] = true;
+		aw_health_notify_webhook(true, id, NULL);
+		return heap_modify_tuple(tuple, desc, values, nulls, repl);
+	}
+	else
+	{
+		char	   *reason = aw_column_text(rel, tuple, "disabled_reason");
+
+		aw_health_notify_webhook(false, id, reason ? reason : "set enabled = false");
+	}
+	return tuple;
+}
+
 PG_FUNCTION_INFO_V1(aloro_webhook_check_webhook);
 
 /*
@@ -188,7 +399,12 @@ aloro_webhook_check_webhook(PG_FUNCTION_ARGS)
 				 errmsg("aloro_webhook._check_webhook() must fire BEFORE INSERT OR UPDATE FOR EACH ROW")));
 	tuple = TRIGGER_FIRED_BY_UPDATE(td->tg_event) ? td->tg_newtuple : td->tg_trigtuple;
 	aw_refuse_nulls(td->tg_relation, tuple, "webhook");
+	aw_check_signature_scheme(td->tg_relation, tuple);
+	aw_check_headers(td->tg_relation, tuple);
+	aw_check_rate_limit(td->tg_relation, tuple);
 	tuple = aw_split_url_password(td->tg_relation, tuple);
+	if (TRIGGER_FIRED_BY_UPDATE(td->tg_event))
+		tuple = aw_enabled_change(td->tg_relation, td->tg_trigtuple, tuple);
 	return PointerGetDatum(tuple);
 }
 

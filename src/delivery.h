@@ -38,6 +38,8 @@ typedef struct AwOutcome
 	int			http_status;	/* 0: no response */
 	char	   *error;			/* NULL on success */
 	char	   *response_body;	/* as stored: valid text, capped */
+	int64		retry_after_ms; /* a 429 or 503 asked to wait this long; -1: no */
+	const char *disable_reason; /* set: this outcome disables the webhook (410) */
 	/* decided by the worker */
 	const char *new_status;		/* pending, succeeded or failed */
 	TimestampTz next_attempt_at;	/* 0: none */
@@ -58,6 +60,10 @@ typedef struct AwDelivery
 	int			budget_start;	/* attempts made before the current round */
 	char	   *url;			/* with its password, as connected to */
 	char	   *secret;			/* NULL: unsigned */
+	char	   *previous_secret;	/* also signed with, during a rotation's overlap */
+	bool		standard;		/* signature_scheme 'standard' (Standard Webhooks) */
+	char	  **extra_headers;	/* webhooks.headers as "Name: value" lines */
+	int			nextra_headers;
 
 	/* the attempt (request.c, http.c) */
 	AwHttpRequest http;

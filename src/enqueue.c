@@ -31,6 +31,8 @@
 #include "aloro_webhook.h"
 
 #include "access/htup_details.h"
+#include "catalog/pg_proc.h"
+#include "miscadmin.h"
 #include "access/xact.h"
 #include "catalog/namespace.h"
 #include "catalog/partition.h"
@@ -40,17 +42,19 @@
 #include "fmgr.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/fmgroids.h"
+#include "utils/jsonb.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
+#include "utils/syscache.h"
 #include "utils/timestamp.h"
 
 #include "spi_util.h"
+#include "webhook_cache.h"
 
-static SPIPlanPtr aw_ended_plan = NULL;
-static SPIPlanPtr aw_match_plan = NULL;
-static SPIPlanPtr aw_payload_plan = NULL;
-static SPIPlanPtr aw_queue_plan = NULL;
+static SPIPlanPtr aw_end_plan = NULL;
+static SPIPlanPtr aw_legacy_ended_plan = NULL;
 static SPIPlanPtr aw_legacy_plan = NULL;
 
 /* one body variant of a call: built once, stored once */
@@ -59,78 +63,47 @@ typedef struct AwVariant
 	bool		wanted;
 	char	   *body;			/* NULL when it could not be built */
 	char	   *error;			/* why not, or why it is not sent */
-	int64		payload_id;		/* 0 when not stored */
 } AwVariant;
 
-/* prepares and keeps the statements the trigger runs */
-static void
-aw_prepare_plans(void)
-{
-	if (aw_ended_plan == NULL)
-	{
-		Oid			types[2] = {TEXTOID, OIDOID};
-
-		aw_ended_plan = aw_prepare("INSERT INTO aloro_webhook.ended_calls (call_id, source) "
-								   "VALUES ($1, $2) ON CONFLICT (call_id) DO NOTHING",
-								   2, types);
-	}
-	if (aw_match_plan == NULL)
-	{
-		Oid			types[3] = {TEXTOID, TEXTOID, BOOLOID};
-
-		aw_match_plan = aw_prepare("SELECT w.id, w.include_recording "
-								   "  FROM aloro_webhook.webhooks w "
-								   " WHERE w.enabled "
-								   "   AND (w.assistant_id IS NULL OR w.assistant_id = $1) "
-								   "   AND (w.campaign_id IS NULL OR w.campaign_id = $2) "
-								   "   AND (NOT w.completed_only OR $3) "
-								   " ORDER BY w.id",
-								   3, types);
-	}
-}
-
-/* the statements that store bodies and queue deliveries (0.2.0 schema) */
-static void
-aw_prepare_queue_plans(void)
-{
-	if (aw_payload_plan == NULL)
-	{
-		Oid			types[3] = {TEXTOID, TEXTOID, INT4OID};
-
-		aw_payload_plan = aw_prepare("INSERT INTO aloro_webhook.payloads (call_id, body, bytes) "
-									 "VALUES ($1, $2, $3) RETURNING id",
-									 3, types);
-	}
-	if (aw_queue_plan == NULL)
-	{
-		Oid			types[6] = {INT8ARRAYOID, TEXTOID, INT8ARRAYOID, TEXTARRAYOID, TEXTARRAYOID,
-		INTERVALOID};
-
-		/*
-		 * One statement for every webhook of the call: the delivery rows,
-		 * and queue rows for those that are to be sent.  A delivery that is
-		 * not (its body could not be built, or is too large) is recorded
-		 * failed at once.
-		 */
-		aw_queue_plan = aw_prepare(
-								   "WITH d AS ("
-								   "  INSERT INTO aloro_webhook.delivery_log "
-								   "         (webhook_id, call_id, event, payload_id, status, "
-								   "          next_attempt_at, last_error, finished_at) "
-								   "  SELECT x.w, $2, 'call.ended', x.p, x.s, "
-								   "         CASE WHEN x.s = 'pending' THEN pg_catalog.now() + $6 END, "
-								   "         x.e, CASE WHEN x.s <> 'pending' THEN pg_catalog.now() END "
-								   "    FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($3), "
-								   "                    pg_catalog.unnest($4), pg_catalog.unnest($5)) AS x(w, p, s, e) "
-								   "  ON CONFLICT (call_id, webhook_id, event) WHERE NOT test DO NOTHING "
-								   "  RETURNING id, webhook_id, status, next_attempt_at, payload_id) "
-								   "INSERT INTO aloro_webhook.queue (delivery_id, webhook_id, due_at, bytes) "
-								   "SELECT d.id, d.webhook_id, d.next_attempt_at, "
-								   "       (SELECT p.bytes FROM aloro_webhook.payloads p WHERE p.id = d.payload_id) "
-								   "  FROM d WHERE d.status = 'pending'",
-								   6, types);
-	}
-}
+/*
+ * The one statement that ends a call (0.2.0 schema): the ended mark (a
+ * conflict means it ended before, and then nothing else is written), each
+ * body variant once, one delivery per matching webhook, and queue rows for
+ * those to be sent.  A delivery that is not (its body could not be built,
+ * or is too large) is recorded failed at once.  Its parts look each other
+ * up with scalar subqueries over a row or two, never with joins, whose
+ * plans (a hash table for two rows) cost more than the lookups.
+ *
+ *	$1 call id, $2 the watched table, $3..$5 the variants (number, body,
+ *	bytes), $6..$9 the deliveries (webhook, variant, status, error), $10
+ *	the delay before the first attempt
+ */
+#define AW_END_SQL \
+	"WITH e AS (" \
+	"  INSERT INTO aloro_webhook.ended_calls (call_id, source) VALUES ($1, $2) " \
+	"  ON CONFLICT (call_id) DO NOTHING RETURNING call_id), " \
+	"v AS MATERIALIZED (" \
+	"  SELECT pg_catalog.nextval('aloro_webhook.payloads_id_seq'::pg_catalog.regclass) AS id, " \
+	"         x.variant, x.body, x.bytes " \
+	"    FROM e CROSS JOIN ROWS FROM (pg_catalog.unnest($3), pg_catalog.unnest($4), pg_catalog.unnest($5)) " \
+	"         AS x(variant, body, bytes) " \
+	"   WHERE x.body IS NOT NULL), " \
+	"p AS (" \
+	"  INSERT INTO aloro_webhook.payloads (id, call_id, body, bytes) " \
+	"  SELECT v.id, $1, v.body, v.bytes FROM v), " \
+	"d AS (" \
+	"  INSERT INTO aloro_webhook.delivery_log " \
+	"         (webhook_id, call_id, event, payload_id, status, next_attempt_at, last_error, finished_at) " \
+	"  SELECT x.w, $1, 'call.ended', (SELECT v.id FROM v WHERE v.variant = x.variant), x.s, " \
+	"         CASE WHEN x.s = 'pending' THEN pg_catalog.now() + $10 END, " \
+	"         x.err, CASE WHEN x.s <> 'pending' THEN pg_catalog.now() END " \
+	"    FROM e CROSS JOIN ROWS FROM (pg_catalog.unnest($6), pg_catalog.unnest($7), " \
+	"                                 pg_catalog.unnest($8), pg_catalog.unnest($9)) AS x(w, variant, s, err) " \
+	"  ON CONFLICT (call_id, webhook_id, event) WHERE NOT test DO NOTHING " \
+	"  RETURNING id, webhook_id, status, next_attempt_at, payload_id) " \
+	"INSERT INTO aloro_webhook.queue (delivery_id, webhook_id, due_at, bytes) " \
+	"SELECT d.id, d.webhook_id, d.next_attempt_at, (SELECT v.bytes FROM v WHERE v.id = d.payload_id) " \
+	"  FROM d WHERE d.status = 'pending'"
 
 /*
  * Is the extension in this database still at 0.1.0 (the library was
@@ -204,27 +177,75 @@ aw_build_guarded(AwRow *row, bool include_recording, char **error)
 	return NULL;
 }
 
-/* builds and stores one variant of the call's body */
-static void
-aw_store_variant(AwVariant *v, AwRow *row, bool include_recording, const char *call_id)
+/* what aw_filter_guarded hands to its subtransaction */
+typedef struct AwFilterArgs
 {
-	Datum		args[3];
-	int			bytes;
-	bool		isnull;
+	const char *body;			/* the body as sent */
+	Datum	   *parsed;			/* it as jsonb, once parsed (0 before) */
+	Datum		filter;			/* jsonpath */
+	bool		result;
+} AwFilterArgs;
 
-	v->body = aw_build_guarded(row, include_recording, &v->error);
-	if (v->body == NULL)
-		return;
-	bytes = strlen(v->body);
-	/* too large: stored, so that a redelivery can send it once the cap is raised */
-	v->error = aw_payload_too_large(bytes);
-	args[0] = CStringGetTextDatum(call_id);
-	args[1] = CStringGetTextDatum(v->body);
-	args[2] = Int32GetDatum(bytes);
-	if (SPI_execute_plan(aw_payload_plan, args, NULL, false, 0) != SPI_OK_INSERT_RETURNING ||
-		SPI_processed != 1)
-		elog(ERROR, "could not store the body of call \"%s\"", call_id);
-	v->payload_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+static void
+aw_filter_arg(void *arg)
+{
+	AwFilterArgs *a = (AwFilterArgs *) arg;
+	LOCAL_FCINFO(fcinfo, 4);
+	FmgrInfo	flinfo;
+	Datum		r;
+
+	/* a body jsonb cannot hold (an escaped NUL in a string) matches no filter */
+	if (*a->parsed == (Datum) 0)
+		*a->parsed = DirectFunctionCall1(jsonb_in, CStringGetDatum(a->body));
+	fmgr_info(F_JSONB_PATH_MATCH, &flinfo);
+	InitFunctionCallInfoData(*fcinfo, &flinfo, 4, InvalidOid, NULL, NULL);
+	fcinfo->args[0].value = *a->parsed;
+	fcinfo->args[0].isnull = false;
+	fcinfo->args[1].value = a->filter;
+	fcinfo->args[1].isnull = false;
+	fcinfo->args[2].value = DirectFunctionCall1(jsonb_in, CStringGetDatum("{}"));
+	fcinfo->args[2].isnull = false;
+	fcinfo->args[3].value = BoolGetDatum(true);	/* silent */
+	fcinfo->args[3].isnull = false;
+	r = FunctionCallInvoke(fcinfo);
+	a->result = !fcinfo->isnull && DatumGetBool(r);
+}
+
+/*
+ * Does the body match the webhook's filter?  jsonb_path_match in silent
+ * mode; whatever error it still raises counts as no match, so that a filter
+ * never fails the platform's statement.
+ */
+static bool
+aw_filter_guarded(const char *body, Datum *parsed, Datum filter)
+{
+	AwFilterArgs a = {body, parsed, filter, false};
+	ErrorData  *edata = aw_try_in_subtransaction(aw_filter_arg, &a, aw_error_stops_statement);
+
+	if (edata == NULL)
+		return a.result;
+	FreeErrorData(edata);
+	return false;
+}
+
+/* drops the matches whose filter the body they would carry does not match */
+static int
+aw_apply_filters(AwMatch *matches, int nmatch, AwVariant *variants)
+{
+	Datum		parsed[2] = {0, 0};
+	int			kept = 0;
+
+	for (int i = 0; i < nmatch; i++)
+	{
+		int			v = matches[i].include_recording ? 1 : 0;
+
+		/* no filter, or no body to match (its delivery fails and says why) */
+		if (matches[i].filter != (Datum) 0 && variants[v].body != NULL &&
+			!aw_filter_guarded(variants[v].body, &parsed[v], matches[i].filter))
+			continue;
+		matches[kept++] = matches[i];
+	}
+	return kept;
 }
 
 /* 0.1.0: one insert per delivery into the deliveries table, body included */
@@ -251,6 +272,8 @@ aw_queue_legacy(int64 webhook_id, const char *call_id, const char *body, Interva
 		elog(ERROR, "could not queue a delivery");
 }
 
+PG_FUNCTION_INFO_V1(aloro_webhook_call_ended);
+
 /* a text[] datum of values[0..n), NULL where values[i] is */
 static Datum
 aw_text_array(char **values, int n)
@@ -268,27 +291,126 @@ aw_text_array(char **values, int n)
 	return PointerGetDatum(construct_md_array(d, nulls, 1, dims, lbs, TEXTOID, -1, false, TYPALIGN_INT));
 }
 
-/* a bigint[] datum of values[0..n), NULL where values[i] is 0 */
+/* an int[] datum */
 static Datum
-aw_id_array(const int64 *values, int n)
+aw_int4_array(const int32 *values, int n)
 {
 	Datum	   *d = palloc(sizeof(Datum) * Max(n, 1));
-	bool	   *nulls = palloc(sizeof(bool) * Max(n, 1));
-	int			dims[1] = {n};
-	int			lbs[1] = {1};
 
 	for (int i = 0; i < n; i++)
-	{
-		nulls[i] = values[i] == 0;
-		d[i] = Int64GetDatum(values[i]);
-	}
-	return PointerGetDatum(construct_md_array(d, nulls, 1, dims, lbs, INT8OID, 8, FLOAT8PASSBYVAL,
-											  TYPALIGN_DOUBLE));
+		d[i] = Int32GetDatum(values[i]);
+	return PointerGetDatum(construct_array(d, n, INT4OID, 4, true, TYPALIGN_INT));
 }
 
-PG_FUNCTION_INFO_V1(aloro_webhook_call_ended);
+/* the call's rows, in one statement (0.2.0) */
+static void
+aw_end_call(const char *call_id, Oid source, AwMatch *matches, int nmatch, AwVariant *variants,
+			Interval *first_delay)
+{
+	Datum		args[10];
+	char	   *bodies[2];
+	int32		bytes[2];
+	int32		numbers[2] = {0, 1};
+	int64	   *hooks = palloc(sizeof(int64) * Max(nmatch, 1));
+	int32	   *which = palloc(sizeof(int32) * Max(nmatch, 1));
+	char	  **statuses = palloc(sizeof(char *) * Max(nmatch, 1));
+	char	  **errors = palloc(sizeof(char *) * Max(nmatch, 1));
 
-/* AFTER INSERT OR UPDATE FOR EACH ROW trigger on a calls table */
+	if (aw_end_plan == NULL)
+	{
+		Oid			types[10] = {TEXTOID, OIDOID, INT4ARRAYOID, TEXTARRAYOID, INT4ARRAYOID,
+			INT8ARRAYOID, INT4ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, INTERVALOID};
+
+		aw_end_plan = aw_prepare(AW_END_SQL, 10, types);
+	}
+	for (int v = 0; v < 2; v++)
+	{
+		bodies[v] = variants[v].body;
+		bytes[v] = variants[v].body ? (int32) strlen(variants[v].body) : 0;
+	}
+	for (int i = 0; i < nmatch; i++)
+	{
+		AwVariant  *v = &variants[matches[i].include_recording];
+
+		hooks[i] = matches[i].id;
+		which[i] = matches[i].include_recording ? 1 : 0;
+		statuses[i] = v->error == NULL ? "pending" : "failed";
+		errors[i] = v->error;
+	}
+	args[0] = CStringGetTextDatum(call_id);
+	args[1] = ObjectIdGetDatum(source);
+	args[2] = aw_int4_array(numbers, 2);
+	args[3] = aw_text_array(bodies, 2);
+	args[4] = aw_int4_array(bytes, 2);
+	args[5] = aw_int8_array(hooks, nmatch);
+	args[6] = aw_int4_array(which, nmatch);
+	args[7] = aw_text_array(statuses, nmatch);
+	args[8] = aw_text_array(errors, nmatch);
+	args[9] = IntervalPGetDatum(first_delay);
+	if (SPI_execute_plan(aw_end_plan, args, NULL, false, 0) != SPI_OK_INSERT)
+		elog(ERROR, "could not queue the deliveries of call \"%s\"", call_id);
+}
+
+/* 0.1.0's schema: the mark, then one insert per delivery, body included */
+static void
+aw_end_call_legacy(AwRow *row, const char *call_id, Oid source, AwMatch *matches, int nmatch,
+				   Interval *first_delay)
+{
+	Datum		args[2];
+	char	   *bodies[2] = {NULL, NULL};
+
+	if (aw_legacy_ended_plan == NULL)
+	{
+		Oid			types[2] = {TEXTOID, OIDOID};
+
+		aw_legacy_ended_plan = aw_prepare("INSERT INTO aloro_webhook.ended_calls (call_id, source) "
+										  "VALUES ($1, $2) ON CONFLICT (call_id) DO NOTHING",
+										  2, types);
+	}
+	args[0] = CStringGetTextDatum(call_id);
+	args[1] = ObjectIdGetDatum(source);
+	if (SPI_execute_plan(aw_legacy_ended_plan, args, NULL, false, 0) != SPI_OK_INSERT)
+		elog(ERROR, "could not record that call \"%s\" ended", call_id);
+	if (SPI_processed == 0)
+		return;					/* it ended before */
+	for (int i = 0; i < nmatch; i++)
+	{
+		int			v = matches[i].include_recording ? 1 : 0;
+
+		if (bodies[v] == NULL)
+			bodies[v] = aw_build_payload(row, v == 1, GetCurrentTransactionStartTimestamp());
+		aw_queue_legacy(matches[i].id, call_id, bodies[v], first_delay);
+	}
+}
+
+/* the owner of the trigger function: the extension's owner */
+static Oid
+aw_function_owner(Oid fn)
+{
+	static Oid	cached_fn = InvalidOid;
+	static Oid	cached_owner = InvalidOid;
+	HeapTuple	tup;
+
+	if (fn == cached_fn)
+		return cached_owner;
+	tup = SearchSysCache1(PROCOID, ObjectIdGetDatum(fn));
+	if (!HeapTupleIsValid(tup))
+		elog(ERROR, "cache lookup failed for function %u", fn);
+	cached_owner = ((Form_pg_proc) GETSTRUCT(tup))->proowner;
+	cached_fn = fn;
+	ReleaseSysCache(tup);
+	return cached_owner;
+}
+
+/*
+ * AFTER INSERT OR UPDATE FOR EACH ROW trigger on a calls table.
+ *
+ * It switches to the extension's owner once it knows the call ended (as a
+ * SECURITY DEFINER function would, without one's cost on every row): the
+ * row's columns are read through their types' output functions only
+ * (row.c), and every statement it runs was prepared with search_path
+ * pinned to pg_catalog (spi_util.c).
+ */
 Datum
 aloro_webhook_call_ended(PG_FUNCTION_ARGS)
 {
@@ -299,17 +421,11 @@ aloro_webhook_call_ended(PG_FUNCTION_ARGS)
 	char	   *assistant_id;
 	char	   *campaign_id;
 	AwVariant	variants[2];	/* without, with the recording */
-	Datum		match_args[3];
-	char		match_nulls[3] = {' ', ' ', ' '};
 	Interval	first_delay;
 	const AwSchedule *sched = aw_current_schedule();
-	uint64		nmatch;
-	SPITupleTable *matches;
-	bool		legacy;
-	int64	   *hooks;
-	int64	   *payloads;
-	char	  **statuses;
-	char	  **errors;
+	Oid			source;
+	Oid			save_user;
+	int			save_sec;
 
 	if (!CALLED_AS_TRIGGER(fcinfo))
 		ereport(ERROR,
@@ -347,98 +463,51 @@ aloro_webhook_call_ended(PG_FUNCTION_ARGS)
 	}
 	assistant_id = aw_row_text(&row, "assistant_id");
 	campaign_id = aw_row_text(&row, "campaign_id");
+	source = aw_watched_table(trigdata->tg_relation);
 
 	memset(&first_delay, 0, sizeof(first_delay));
 	if (sched != NULL && sched->nentries > 0)
 		first_delay.time = sched->delay_ms[0] * 1000;
 
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	aw_prepare_plans();
-	legacy = aw_schema_is_legacy();
-	if (!legacy)
-		aw_prepare_queue_plans();
-
-	/* a call ends once: if it ended before, there is nothing to do */
+	/* from here on, as the extension's owner */
+	GetUserIdAndSecContext(&save_user, &save_sec);
+	SetUserIdAndSecContext(aw_function_owner(fcinfo->flinfo->fn_oid),
+						   save_sec | SECURITY_LOCAL_USERID_CHANGE | SECURITY_RESTRICTED_OPERATION);
+	PG_TRY();
 	{
-		Datum		args[2];
+		AwMatch    *matches;
+		int			nmatch;
 
-		args[0] = CStringGetTextDatum(call_id);
-		args[1] = ObjectIdGetDatum(aw_watched_table(trigdata->tg_relation));
-		if (SPI_execute_plan(aw_ended_plan, args, NULL, false, 0) != SPI_OK_INSERT)
-			elog(ERROR, "could not record that call \"%s\" ended", call_id);
-		if (SPI_processed == 0)
-		{
-			SPI_finish();
-			return PointerGetDatum(NULL);
-		}
-	}
-
-	match_args[0] = assistant_id ? CStringGetTextDatum(assistant_id) : (Datum) 0;
-	match_nulls[0] = assistant_id ? ' ' : 'n';
-	match_args[1] = campaign_id ? CStringGetTextDatum(campaign_id) : (Datum) 0;
-	match_nulls[1] = campaign_id ? ' ' : 'n';
-	match_args[2] = BoolGetDatum(strcmp(status, "completed") == 0);
-	if (SPI_execute_plan(aw_match_plan, match_args, match_nulls, true, 0) != SPI_OK_SELECT)
-		elog(ERROR, "could not look up matching webhooks");
-	nmatch = SPI_processed;
-	matches = SPI_tuptable;
-	if (nmatch == 0)
-	{
-		SPI_finish();
-		return PointerGetDatum(NULL);
-	}
-
-	/* which bodies are needed: at most two per call, each built once */
-	memset(variants, 0, sizeof(variants));
-	hooks = palloc(sizeof(int64) * nmatch);
-	payloads = palloc(sizeof(int64) * nmatch);
-	statuses = palloc(sizeof(char *) * nmatch);
-	errors = palloc(sizeof(char *) * nmatch);
-	for (uint64 i = 0; i < nmatch; i++)
-	{
-		bool		isnull;
-
-		hooks[i] = DatumGetInt64(SPI_getbinval(matches->vals[i], matches->tupdesc, 1, &isnull));
-		variants[DatumGetBool(SPI_getbinval(matches->vals[i], matches->tupdesc, 2, &isnull))].wanted = true;
-	}
-	for (int v = 0; v < 2; v++)
-	{
-		if (!variants[v].wanted)
-			continue;
-		if (legacy)
-			variants[v].body = aw_build_payload(&row, v == 1, GetCurrentTransactionStartTimestamp());
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "SPI_connect failed");
+		nmatch = aw_matching_webhooks(assistant_id, campaign_id, strcmp(status, "completed") == 0,
+									  &matches);
+		if (aw_schema_is_legacy())
+			aw_end_call_legacy(&row, call_id, source, matches, nmatch, &first_delay);
 		else
-			aw_store_variant(&variants[v], &row, v == 1, call_id);
-	}
-	for (uint64 i = 0; i < nmatch; i++)
-	{
-		bool		isnull;
-		AwVariant  *v = &variants[DatumGetBool(SPI_getbinval(matches->vals[i], matches->tupdesc, 2, &isnull))];
-
-		if (legacy)
 		{
-			aw_queue_legacy(hooks[i], call_id, v->body, &first_delay);
-			continue;
+			/* which bodies are needed: at most two per call, each built once */
+			memset(variants, 0, sizeof(variants));
+			for (int i = 0; i < nmatch; i++)
+				variants[matches[i].include_recording ? 1 : 0].wanted = true;
+			for (int v = 0; v < 2; v++)
+			{
+				if (!variants[v].wanted)
+					continue;
+				variants[v].body = aw_build_guarded(&row, v == 1, &variants[v].error);
+				/* too large: stored, so that a redelivery can send it once the cap is raised */
+				if (variants[v].body != NULL)
+					variants[v].error = aw_payload_too_large(strlen(variants[v].body));
+			}
+			nmatch = aw_apply_filters(matches, nmatch, variants);
+			aw_end_call(call_id, source, matches, nmatch, variants, &first_delay);
 		}
-		payloads[i] = v->payload_id;
-		statuses[i] = v->error == NULL ? "pending" : "failed";
-		errors[i] = v->error;
+		SPI_finish();
 	}
-
-	if (!legacy)
+	PG_FINALLY();
 	{
-		Datum		args[6];
-
-		args[0] = aw_int8_array(hooks, (int) nmatch);
-		args[1] = CStringGetTextDatum(call_id);
-		args[2] = aw_id_array(payloads, (int) nmatch);
-		args[3] = aw_text_array(statuses, (int) nmatch);
-		args[4] = aw_text_array(errors, (int) nmatch);
-		args[5] = IntervalPGetDatum(&first_delay);
-		if (SPI_execute_plan(aw_queue_plan, args, NULL, false, 0) != SPI_OK_INSERT)
-			elog(ERROR, "could not queue the deliveries of call \"%s\"", call_id);
+		SetUserIdAndSecContext(save_user, save_sec);
 	}
-	SPI_finish();
+	PG_END_TRY();
 	return PointerGetDatum(NULL);
 }

@@ -340,7 +340,8 @@ aw_http_start(AwHttpRequest *req)
 #else
 	curl_easy_setopt(easy, CURLOPT_PROTOCOLS, (long) (CURLPROTO_HTTP | CURLPROTO_HTTPS));
 #endif
-	curl_easy_setopt(easy, CURLOPT_PROXY, "");	/* never a proxy from the environment */
+	/* aloro_webhook.proxy, never one from the environment */
+	curl_easy_setopt(easy, CURLOPT_PROXY, aw_proxy != NULL ? aw_proxy : "");
 	curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, (long) req->timeout_ms);
 	curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS, (long) req->timeout_ms);
@@ -530,4 +531,36 @@ aw_http_cancel(AwHttpRequest *req)
 {
 	if (req->handle != NULL)
 		aw_detach((AwHttpHandle *) req->handle);
+}
+
+/*
+ * aw_http_retry_after_ms
+ *		How long a Retry-After value ("120", or an HTTP date) asks to wait,
+ *		in ms from now; 0 when it asks for nothing or cannot be read.
+ */
+int64
+aw_http_retry_after_ms(const char *value)
+{
+	const char *p = value;
+	int64		secs = 0;
+
+	if (*p >= '0' && *p <= '9')
+	{
+		for (; *p >= '0' && *p <= '9'; p++)
+		{
+			secs = secs * 10 + (*p - '0');
+			if (secs > (int64) 100 * 366 * 86400)
+				return (int64) 100 * 366 * 86400 * 1000;
+		}
+		return *p == '\0' ? secs * 1000 : 0;
+	}
+	else
+	{
+		time_t		at = curl_getdate(value, NULL);
+		time_t		now = time(NULL);
+
+		if (at == (time_t) -1 || at <= now)
+			return 0;
+		return (int64) (at - now) * 1000;
+	}
 }

@@ -66,5 +66,6 @@ extern bool aw_http_results_waiting(void);
 extern void aw_http_cancel(AwHttpRequest *req);
 extern void aw_http_policy_changed(void);
 extern bool aw_http_ready_for_new(void);
+extern int64 aw_http_retry_after_ms(const char *value);
 
 #endif							/* ALORO_WEBHOOK_HTTP_H */

@@ -26,6 +26,7 @@
 #include "executor/spi.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/jsonb.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/resowner.h"
@@ -115,6 +116,19 @@ aw_queue_release_claims(const int64 *live, int nlive)
 	return (uint64) DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 }
 
+/* the cursors as the three array parameters $n, $n+1, $n+2 */
+static void
+aw_cursor_datums(const AwCursorArgs *cur, Datum *args)
+{
+	Datum	   *due = palloc(sizeof(Datum) * Max(cur->n, 1));
+
+	for (int i = 0; i < cur->n; i++)
+		due[i] = TimestampTzGetDatum(cur->due_at[i]);
+	args[0] = aw_int8_array(cur->webhook_ids, cur->n);
+	args[1] = PointerGetDatum(construct_array(due, cur->n, TIMESTAMPTZOID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	args[2] = aw_int8_array(cur->delivery_ids, cur->n);
+}
+
 /* a tid[] datum */
 static Datum
 aw_tid_array(const ItemPointerData *tids, int n)
@@ -129,8 +143,9 @@ aw_tid_array(const ItemPointerData *tids, int n)
 /*
  * aw_queue_candidates
  *		Up to limit due deliveries, earliest first, of enabled webhooks but
- *		those in exclude (at their in-flight cap): their queue row versions
- *		(ctid), webhooks and body sizes.  The rows are locked (SKIP LOCKED:
+ *		those in exclude (at their in-flight cap), each webhook's scanned
+ *		from after its cursor (cursor.c): their queue row versions, webhooks,
+ *		body sizes and keys, into out[].  The rows are locked (SKIP LOCKED:
  *		one someone else is changing waits for a later turn), so
  *		aw_queue_claim can address them by ctid.  Deliveries of a disabled
  *		webhook are held, not dropped.
@@ -143,43 +158,51 @@ aw_tid_array(const ItemPointerData *tids, int n)
  * what this transaction recorded before.
  */
 int
-aw_queue_candidates(int limit, const int64 *exclude, int nexclude,
-					ItemPointerData *tids, int64 *webhooks, int *bytes)
+aw_queue_candidates(int limit, const int64 *exclude, int nexclude, const AwCursorArgs *cur,
+					AwCandidate *out)
 {
-	Datum		args[2];
+	Datum		args[5];
 
 	if (aw_plan_candidates == NULL)
 	{
-		Oid			types[2] = {INT4OID, INT8ARRAYOID};
+		Oid			types[5] = {INT4OID, INT8ARRAYOID, INT8ARRAYOID, TIMESTAMPTZARRAYOID, INT8ARRAYOID};
 
 		/*
 		 * The inner query picks, without locking, the earliest due rows of
-		 * each enabled webhook with room; the outer one locks just those
-		 * row versions.  A row changed since the inner query looked has a
-		 * new ctid, fails the recheck and is skipped, as is one locked by
-		 * someone else.
+		 * each enabled webhook with room, after its cursor; the outer one
+		 * locks just those row versions.  A row changed since the inner
+		 * query looked has a new ctid, fails the recheck and is skipped, as
+		 * is one locked by someone else.
 		 */
 		aw_plan_candidates = aw_prepare(
-										"SELECT q.ctid, q.webhook_id, q.bytes "
+										"SELECT q.ctid, q.webhook_id, q.bytes, q.due_at, q.delivery_id, "
+										"       (SELECT w.rate_limit FROM aloro_webhook.webhooks w WHERE w.id = q.webhook_id) "
 										"  FROM aloro_webhook.queue q "
 										" WHERE q.ctid = ANY (ARRAY("
 										"   SELECT c.ctid "
 										"     FROM aloro_webhook.webhooks w "
+										"     LEFT JOIN ROWS FROM (pg_catalog.unnest($3), pg_catalog.unnest($4), "
+										"                          pg_catalog.unnest($5)) AS k(webhook_id, due_at, delivery_id) "
+										"       ON k.webhook_id = w.id "
 										"    CROSS JOIN LATERAL ("
-										"      SELECT q2.ctid, q2.due_at "
+										"      SELECT q2.ctid, q2.due_at, q2.delivery_id "
 										"        FROM aloro_webhook.queue q2 "
 										"       WHERE q2.webhook_id = w.id AND q2.due_at <= pg_catalog.now() "
+										"         AND (q2.due_at, q2.delivery_id) > "
+										"             (COALESCE(k.due_at, '-infinity'), COALESCE(k.delivery_id, 0)) "
 										"         AND q2.claimed_by IS NULL "
-										"       ORDER BY q2.due_at LIMIT $1) c "
+										"       ORDER BY q2.due_at, q2.delivery_id LIMIT $1) c "
 										"    WHERE w.enabled AND w.id <> ALL ($2) "
-										"    ORDER BY c.due_at "
+										"    ORDER BY c.due_at, c.delivery_id "
 										"    LIMIT $1)) "
 										"   AND q.claimed_by IS NULL "
+										" ORDER BY q.due_at, q.delivery_id "
 										"   FOR UPDATE OF q SKIP LOCKED",
-										2, types);
+										5, types);
 	}
 	args[0] = Int32GetDatum(limit);
 	args[1] = aw_int8_array(exclude, nexclude);
+	aw_cursor_datums(cur, &args[2]);
 	if (SPI_execute_plan(aw_plan_candidates, args, NULL, false, limit) != SPI_OK_SELECT)
 		elog(ERROR, "could not look for due deliveries");
 	for (uint64 i = 0; i < SPI_processed; i++)
@@ -188,19 +211,64 @@ aw_queue_candidates(int limit, const int64 *exclude, int nexclude,
 		HeapTuple	t = SPI_tuptable->vals[i];
 		TupleDesc	desc = SPI_tuptable->tupdesc;
 
-		ItemPointerCopy((ItemPointer) DatumGetPointer(SPI_getbinval(t, desc, 1, &isnull)), &tids[i]);
-		webhooks[i] = DatumGetInt64(SPI_getbinval(t, desc, 2, &isnull));
-		bytes[i] = DatumGetInt32(SPI_getbinval(t, desc, 3, &isnull));
+		ItemPointerCopy((ItemPointer) DatumGetPointer(SPI_getbinval(t, desc, 1, &isnull)), &out[i].tid);
+		out[i].webhook_id = DatumGetInt64(SPI_getbinval(t, desc, 2, &isnull));
+		out[i].bytes = DatumGetInt32(SPI_getbinval(t, desc, 3, &isnull));
+		out[i].due_at = DatumGetTimestampTz(SPI_getbinval(t, desc, 4, &isnull));
+		out[i].delivery_id = DatumGetInt64(SPI_getbinval(t, desc, 5, &isnull));
+		out[i].rate_limit = DatumGetInt32(SPI_getbinval(t, desc, 6, &isnull));
+		if (isnull)
+			out[i].rate_limit = 0;
 	}
 	return (int) SPI_processed;
+}
+
+/* webhooks.headers (checked when written: an object of strings) as d's header lines */
+static void
+aw_claim_headers(AwDelivery *d, Datum headers, bool isnull)
+{
+	Jsonb	   *jb;
+	JsonbIterator *it;
+	JsonbValue	v;
+	JsonbIteratorToken tok;
+	const char *name = NULL;
+	int			nname = 0;
+	int			n = 0;
+
+	d->extra_headers = NULL;
+	d->nextra_headers = 0;
+	if (isnull)
+		return;
+	jb = DatumGetJsonbP(headers);
+	if (!JB_ROOT_IS_OBJECT(jb) || JB_ROOT_COUNT(jb) == 0)
+		return;
+	d->extra_headers = MemoryContextAlloc(d->cxt, sizeof(char *) * JB_ROOT_COUNT(jb));
+	it = JsonbIteratorInit(&jb->root);
+	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	{
+		if (tok == WJB_KEY)
+		{
+			name = v.val.string.val;
+			nname = v.val.string.len;
+		}
+		else if (tok == WJB_VALUE && v.type == jbvString && name != NULL && n < (int) JB_ROOT_COUNT(jb))
+		{
+			MemoryContext old = MemoryContextSwitchTo(d->cxt);
+
+			d->extra_headers[n++] = psprintf("%.*s: %.*s", nname, name, v.val.string.len, v.val.string.val);
+			MemoryContextSwitchTo(old);
+		}
+	}
+	d->nextra_headers = n;
 }
 
 /*
  * aw_queue_claim
  *		Marks the given queue row versions in flight, held by this worker's
  *		token, and fills into[0..k) -- deliveries the worker made, each with
- *		its memory context -- with them: their bodies and their webhook's URL
- *		and secret.  Returns k; a row whose webhook is gone is left alone
+ *		its memory context -- with them: their bodies and their webhook's URL,
+ *		signature scheme and secrets (the previous one during a rotation's
+ *		overlap).  Returns k; a row whose webhook is gone is left alone
  *		(the sweep fails it).  They were locked by aw_queue_candidates in
  *		this same transaction, so they are still pending and unclaimed; the
  *		statement says nothing else about them, so that the only plan is a
@@ -224,7 +292,9 @@ aw_queue_claim(const ItemPointerData *tids, int n, int64 token, AwDelivery **int
 								   "  LEFT JOIN aloro_webhook.payloads p ON p.id = d.payload_id "
 								   " WHERE q.ctid = ANY ($1) AND d.id = q.delivery_id "
 								   "RETURNING q.delivery_id, q.webhook_id, p.body, d.attempts, d.budget_start, "
-								   "          w.url, w.url_password, w.secret, q.ctid",
+								   "          w.url, w.url_password, w.secret, q.ctid, w.signature_scheme = 'standard', "
+								   "          CASE WHEN w.previous_secret_until > pg_catalog.now() THEN w.previous_secret END, "
+								   "          w.headers",
 								   2, types);
 	}
 	args[0] = aw_tid_array(tids, n);
@@ -257,6 +327,9 @@ aw_queue_claim(const ItemPointerData *tids, int n, int64 token, AwDelivery **int
 		}
 		d->secret = aw_spi_text(t, desc, 8, d->cxt);
 		ItemPointerCopy((ItemPointer) DatumGetPointer(SPI_getbinval(t, desc, 9, &isnull)), &d->ctid);
+		d->standard = DatumGetBool(SPI_getbinval(t, desc, 10, &isnull));
+		d->previous_secret = aw_spi_text(t, desc, 11, d->cxt);
+		aw_claim_headers(d, SPI_getbinval(t, desc, 12, &isnull), isnull);
 	}
 	return (int) got;
 }
@@ -280,9 +353,18 @@ aw_queue_orphans(int64 *ids, int max)
 		Oid			types[1] = {INT4OID};
 
 		aw_plan_orphans = aw_prepare(
-									 "SELECT q.delivery_id FROM aloro_webhook.queue q "
-									 " WHERE q.claimed_by IS NULL "
-									 "   AND NOT EXISTS (SELECT 1 FROM aloro_webhook.webhooks w WHERE w.id = q.webhook_id) "
+									 /* the webhooks the queue holds: one index probe each, not a scan of the queue */
+									 "WITH RECURSIVE hooks(id) AS ("
+									 "  (SELECT q.webhook_id FROM aloro_webhook.queue q ORDER BY q.webhook_id LIMIT 1) "
+									 "  UNION ALL "
+									 "  SELECT (SELECT q.webhook_id FROM aloro_webhook.queue q "
+									 "           WHERE q.webhook_id > h.id ORDER BY q.webhook_id LIMIT 1) "
+									 "    FROM hooks h WHERE h.id IS NOT NULL) "
+									 "SELECT o.delivery_id FROM hooks h "
+									 " CROSS JOIN LATERAL (SELECT q.delivery_id FROM aloro_webhook.queue q "
+									 "                      WHERE q.webhook_id = h.id AND q.claimed_by IS NULL LIMIT $1) o "
+									 " WHERE h.id IS NOT NULL "
+									 "   AND NOT EXISTS (SELECT 1 FROM aloro_webhook.webhooks w WHERE w.id = h.id) "
 									 "   AND EXISTS (SELECT 1 FROM aloro_webhook.webhooks) "
 									 " LIMIT $1",
 									 1, types);
@@ -334,29 +416,36 @@ aw_queue_fail_orphans(const int64 *ids, int n)
 /*
  * aw_queue_next_due
  *		When the earliest pending delivery not in flight is due, leaving out
- *		the webhooks in exclude; false when there is none.
+ *		the webhooks in exclude, each webhook's looked for after its cursor;
+ *		false when there is none.
  */
 bool
-aw_queue_next_due(const int64 *exclude, int nexclude, TimestampTz *due)
+aw_queue_next_due(const int64 *exclude, int nexclude, const AwCursorArgs *cur, TimestampTz *due)
 {
-	Datum		args[1];
+	Datum		args[4];
 	bool		isnull;
 
 	if (aw_plan_next_due == NULL)
 	{
-		Oid			types[1] = {INT8ARRAYOID};
+		Oid			types[4] = {INT8ARRAYOID, INT8ARRAYOID, TIMESTAMPTZARRAYOID, INT8ARRAYOID};
 
 		aw_plan_next_due = aw_prepare(
 									  "SELECT pg_catalog.min(c.due_at) "
 									  "  FROM aloro_webhook.webhooks w "
+									  "  LEFT JOIN ROWS FROM (pg_catalog.unnest($2), pg_catalog.unnest($3), "
+									  "                       pg_catalog.unnest($4)) AS k(webhook_id, due_at, delivery_id) "
+									  "    ON k.webhook_id = w.id "
 									  " CROSS JOIN LATERAL ("
 									  "   SELECT q.due_at FROM aloro_webhook.queue q "
 									  "    WHERE q.webhook_id = w.id AND q.claimed_by IS NULL "
-									  "    ORDER BY q.due_at LIMIT 1) c "
+									  "      AND (q.due_at, q.delivery_id) > "
+									  "          (COALESCE(k.due_at, '-infinity'), COALESCE(k.delivery_id, 0)) "
+									  "    ORDER BY q.due_at, q.delivery_id LIMIT 1) c "
 									  " WHERE w.enabled AND w.id <> ALL ($1)",
-									  1, types);
+									  4, types);
 	}
 	args[0] = aw_int8_array(exclude, nexclude);
+	aw_cursor_datums(cur, &args[1]);
 	if (SPI_execute_plan(aw_plan_next_due, args, NULL, false, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not look for the next due delivery");
 	if (SPI_processed == 0)
@@ -429,41 +518,39 @@ aw_record_args(AwDelivery **ds, int n, Datum *args)
 
 /*
  * The record statement: the attempt rows, and each delivery's new state.
- * %s is how the deliveries are found: by the row versions we claimed
- * (a TID scan, whatever the statistics say), or, for a row someone changed
- * since, by id.
+ * The first %s says how the queue rows to delete (finished deliveries) are
+ * found, the second how those to update (retries) are: by the row versions
+ * we claimed (a TID scan, whatever the statistics say), or, for a row
+ * someone changed since, by delivery id.  Only deliveries whose queue row
+ * we still held are recorded.  No two of its parts are joined to each
+ * other: each reads s, or arrays made from it.
  */
 #define AW_RECORD_SQL \
-	"WITH r AS (" \
-	"  SELECT * FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), pg_catalog.unnest($3), " \
-	"                           pg_catalog.unnest($4), pg_catalog.unnest($5), pg_catalog.unnest($6), " \
-	"                           pg_catalog.unnest($7), pg_catalog.unnest($8), pg_catalog.unnest($9), " \
-	"                           pg_catalog.unnest($10), pg_catalog.unnest($11), pg_catalog.unnest($12)) " \
-	"    AS r(id, attempt, started_at, duration_ms, http_status, error, " \
-	"         response_body, new_status, next_attempt_at, record_attempt, webhook_id, claimed_ctid)), " \
+	"WITH s AS (" \
+	"  SELECT r.*, " \
+	/* a retry is pointless once the webhook is deleted */ \
+	"         (r.new_status = 'pending' AND NOT EXISTS " \
+	"            (SELECT 1 FROM aloro_webhook.webhooks w WHERE w.id = r.webhook_id)) AS orphaned " \
+	"    FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), pg_catalog.unnest($3), " \
+	"                    pg_catalog.unnest($4), pg_catalog.unnest($5), pg_catalog.unnest($6), " \
+	"                    pg_catalog.unnest($7), pg_catalog.unnest($8), pg_catalog.unnest($9), " \
+	"                    pg_catalog.unnest($10), pg_catalog.unnest($11), pg_catalog.unnest($12)) " \
+	"      AS r(id, attempt, started_at, duration_ms, http_status, error, " \
+	"           response_body, new_status, next_attempt_at, record_attempt, webhook_id, claimed_ctid)), " \
 	"a AS (" \
 	"  INSERT INTO aloro_webhook.delivery_attempts " \
 	"         (delivery_id, attempt, started_at, duration_ms, http_status, error, response_body) " \
-	"  SELECT r.id, r.attempt, r.started_at, r.duration_ms, r.http_status, r.error, r.response_body " \
-	"    FROM r WHERE r.record_attempt AND $13 " \
-	"  ON CONFLICT (delivery_id, attempt) DO NOTHING), " \
-	/* a retry is pointless once the webhook is deleted */ \
-	"s AS (" \
-	"  SELECT r.*, (r.new_status = 'pending' AND w.id IS NULL) AS orphaned " \
-	"    FROM r LEFT JOIN aloro_webhook.webhooks w ON w.id = r.webhook_id), " \
-	/* the queue: finished ones leave it, retries get their due time -- if we still hold them */ \
+	"  SELECT s.id, s.attempt, s.started_at, s.duration_ms, s.http_status, s.error, s.response_body " \
+	"    FROM s WHERE s.record_attempt AND $13), " \
 	"qd AS (" \
-	"  DELETE FROM aloro_webhook.queue q USING s " \
-	"   WHERE %s AND q.delivery_id = s.id AND q.claimed_by = $14 " \
-	"     AND (s.new_status <> 'pending' OR s.orphaned) " \
+	"  DELETE FROM aloro_webhook.queue q " \
+	"   WHERE %s AND q.claimed_by = $14 " \
 	"  RETURNING q.delivery_id), " \
 	"qu AS (" \
 	"  UPDATE aloro_webhook.queue q " \
 	"     SET due_at = s.next_attempt_at, claimed_by = NULL, claimed_at = NULL " \
 	"    FROM s WHERE %s AND q.delivery_id = s.id AND q.claimed_by = $14 " \
-	"     AND s.new_status = 'pending' AND NOT s.orphaned " \
-	"  RETURNING q.delivery_id), " \
-	"held AS (SELECT delivery_id FROM qd UNION ALL SELECT delivery_id FROM qu) " \
+	"  RETURNING q.delivery_id) " \
 	"UPDATE aloro_webhook.delivery_log d " \
 	"   SET status = CASE WHEN s.orphaned THEN 'failed' ELSE s.new_status END, " \
 	"       attempts = CASE WHEN s.record_attempt THEN s.attempt ELSE d.attempts END, " \
@@ -473,9 +560,13 @@ aw_record_args(AwDelivery **ds, int n, Datum *args)
 	"                         THEN aloro_webhook._webhook_deleted_message(d.webhook_id, s.error) " \
 	"                         ELSE s.error END, " \
 	"       finished_at = CASE WHEN s.new_status = 'pending' AND NOT s.orphaned THEN NULL ELSE pg_catalog.now() END " \
-	"  FROM s JOIN held h ON h.delivery_id = s.id WHERE d.id = s.id " \
+	"  FROM s WHERE d.id = s.id " \
+	"   AND d.id = ANY (ARRAY(SELECT qd.delivery_id FROM qd UNION ALL SELECT qu.delivery_id FROM qu)) " \
 	"RETURNING d.id"
 
+/* finished (or orphaned) ones leave the queue; retries stay, with their due time */
+#define AW_RECORD_DONE "(s.new_status <> 'pending' OR s.orphaned)"
+#define AW_RECORD_RETRY "(s.new_status = 'pending' AND NOT s.orphaned)"
 
 static SPIPlanPtr
 aw_record_plan(bool by_id)
@@ -486,8 +577,13 @@ aw_record_plan(bool by_id)
 	SPIPlanPtr *plan = by_id ? &aw_plan_record_by_id : &aw_plan_record;
 
 	if (*plan == NULL)
-		*plan = aw_prepare(psprintf(AW_RECORD_SQL, by_id ? "true" : "q.ctid = ANY ($12)",
-									by_id ? "true" : "q.ctid = ANY ($12)"),
+		*plan = aw_prepare(psprintf(AW_RECORD_SQL,
+									by_id ?
+									"q.delivery_id = ANY (ARRAY(SELECT s.id FROM s WHERE " AW_RECORD_DONE "))" :
+									"q.ctid = ANY (ARRAY(SELECT s.claimed_ctid FROM s WHERE " AW_RECORD_DONE "))",
+									by_id ?
+									AW_RECORD_RETRY :
+									"q.ctid = ANY (ARRAY(SELECT s.claimed_ctid FROM s WHERE " AW_RECORD_RETRY "))"),
 						   14, types);
 	return *plan;
 }

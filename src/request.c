@@ -12,9 +12,13 @@
  *	X-Aloro-Delivery: <delivery id>
  *	User-Agent: aloro-webhook/<version>
  *
- * -- and the response becomes the attempt's outcome: success for any 2xx,
- * otherwise an error that says what happened, in words an operator reads
- * in delivery_attempts.error.
+ * -- or, for signature_scheme 'standard', the Standard Webhooks headers
+ * webhook-id, webhook-timestamp and webhook-signature instead of
+ * X-Aloro-Signature; during a secret rotation's overlap each request is
+ * signed with both secrets.  The response becomes the attempt's outcome:
+ * success for any 2xx, otherwise an error that says what happened, in words
+ * an operator reads in delivery_attempts.error; a 410 disables the webhook,
+ * and a 429 or 503 may say how long to wait (Retry-After).
  *
  * IDENTIFICATION
  *		src/request.c
@@ -27,7 +31,7 @@
 #include "request.h"
 
 /* the header lines one request carries, at most */
-#define AW_MAX_HEADERS 8
+#define AW_MAX_HEADERS 12
 
 /*
  * Why a claimed delivery cannot be sent, or NULL when it can: its body was
@@ -60,25 +64,53 @@ void
 aw_request_prepare(AwDelivery *d)
 {
 	MemoryContext old = MemoryContextSwitchTo(d->cxt);
-	const char **headers = palloc(sizeof(char *) * AW_MAX_HEADERS);
+	const char **headers = palloc(sizeof(char *) * (AW_MAX_HEADERS + d->nextra_headers));
 	int			n = 0;
 	AwHttpRequest *req = &d->http;
+	TimestampTz now = GetCurrentTimestamp();
 
 	headers[n++] = "Content-Type: application/json";
-	if (d->secret != NULL)
+	if (d->secret != NULL && d->standard)
+	{
+		/* Standard Webhooks: id.timestamp.body, base64, each secret a v1 entry */
+		char	   *id = psprintf(INT64_FORMAT, d->id);
+		char	   *ts = psprintf(INT64_FORMAT, (int64) timestamptz_to_time_t(now));
+		char	   *sig = aw_standard_signature(d->secret, id, ts, d->body, d->body_len);
+		char	   *prev = d->previous_secret ?
+			aw_standard_signature(d->previous_secret, id, ts, d->body, d->body_len) : NULL;
+
+		headers[n++] = psprintf("webhook-id: %s", id);
+		headers[n++] = psprintf("webhook-timestamp: %s", ts);
+		if (sig != NULL)
+			headers[n++] = prev ? psprintf("webhook-signature: %s %s", sig, prev) :
+				psprintf("webhook-signature: %s", sig);
+	}
+	else if (d->secret != NULL)
 	{
 		char		hex[65];
 
 		aw_hmac_sha256_hex(d->secret, strlen(d->secret), d->body, d->body_len, hex);
 		headers[n++] = psprintf("X-Aloro-Signature: sha256=%s", hex);
-		/* the secret is not needed any more: don't keep it around */
-		explicit_bzero(d->secret, strlen(d->secret));
+		if (d->previous_secret != NULL)
+		{
+			aw_hmac_sha256_hex(d->previous_secret, strlen(d->previous_secret),
+							   d->body, d->body_len, hex);
+			headers[n++] = psprintf("X-Aloro-Signature-Previous: sha256=%s", hex);
+		}
 	}
-	headers[n++] = psprintf("X-Aloro-Timestamp: %s", aw_utc_text(GetCurrentTimestamp()));
+	/* the secrets are not needed any more: don't keep them around */
+	if (d->secret != NULL)
+		explicit_bzero(d->secret, strlen(d->secret));
+	if (d->previous_secret != NULL)
+		explicit_bzero(d->previous_secret, strlen(d->previous_secret));
+	headers[n++] = psprintf("X-Aloro-Timestamp: %s", aw_utc_text(now));
 	headers[n++] = psprintf("X-Aloro-Delivery: " INT64_FORMAT, d->id);
 	headers[n++] = "User-Agent: " AW_USER_AGENT;
 	headers[n++] = "Expect:";	/* no 100-continue round trip */
 	Assert(n <= AW_MAX_HEADERS);
+	/* the webhook's own (webhooks.headers), which cannot name any of the above */
+	for (int i = 0; i < d->nextra_headers; i++)
+		headers[n++] = d->extra_headers[i];
 
 	memset(req, 0, sizeof(AwHttpRequest));
 	req->url = d->url;
@@ -160,8 +192,17 @@ aw_request_outcome(AwDelivery *d)
 				o->error = NULL;
 			else if (req->status >= 300 && req->status < 400)
 				o->error = psprintf("HTTP %d: redirects are not followed", req->status);
+			else if (req->status == 410)
+			{
+				/* the receiver says the endpoint is gone for good */
+				o->error = pstrdup("HTTP 410: the receiver says this endpoint is gone; the webhook is disabled");
+				o->final = true;
+				o->disable_reason = "the receiver answered 410 Gone";
+			}
 			else
 				o->error = psprintf("HTTP %d", req->status);
+			if ((req->status == 429 || req->status == 503) && req->retry_after != NULL)
+				o->retry_after_ms = aw_http_retry_after_ms(req->retry_after);
 			break;
 		case AW_HTTP_REFUSED:
 			o->error = psprintf("connection refused by policy: %s", req->detail);

@@ -13,6 +13,7 @@
  */
 #include "aloro_webhook.h"
 
+#include "common/pg_prng.h"
 #include "fmgr.h"
 #include "utils/builtins.h"
 #include "utils/datetime.h"
@@ -173,7 +174,9 @@ aw_current_schedule(void)
  *		schedule is the delay before attempt k of the current round; a round
  *		began after budget_start attempts (redeliver() and replay() begin a
  *		new one, and an attempt cut off by a worker stop is not counted: see
- *		_requeue() and _release_claims() in the install script).
+ *		_requeue() and _release_claims() in the install script).  The delay
+ *		is spread by aloro_webhook.retry_jitter, and is at least what a 429's
+ *		or 503's Retry-After asked for, up to aloro_webhook.max_retry_after.
  */
 void
 aw_schedule_next(AwOutcome *o, int budget_start)
@@ -194,8 +197,17 @@ aw_schedule_next(AwOutcome *o, int budget_start)
 	}
 	else
 	{
+		int64		delay_ms = sched->delay_ms[made];
+
+		/* jitter: anywhere within +-retry_jitter of the delay */
+		if (aw_retry_jitter > 0 && delay_ms > 0)
+			delay_ms = (int64) ((double) delay_ms *
+								(1.0 + aw_retry_jitter * (2.0 * pg_prng_double(&pg_global_prng_state) - 1.0)));
+		/* a receiver that said how long to wait is waited for, within reason */
+		if (o->retry_after_ms > 0)
+			delay_ms = Max(delay_ms, Min(o->retry_after_ms, (int64) aw_max_retry_after_s * 1000));
 		o->new_status = "pending";
-		o->next_attempt_at = GetCurrentTimestamp() + sched->delay_ms[made] * 1000;
+		o->next_attempt_at = GetCurrentTimestamp() + Max(delay_ms, 0) * 1000;
 	}
 }
 

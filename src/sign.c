@@ -12,6 +12,7 @@
 #include <openssl/hmac.h>
 #include <openssl/rand.h>
 
+#include "lib/stringinfo.h"
 #include "fmgr.h"
 #include "utils/builtins.h"
 
@@ -69,4 +70,82 @@ aloro_webhook_generate_secret(PG_FUNCTION_ARGS)
 	memcpy(result, "whsec_", 6);
 	EVP_EncodeBlock((unsigned char *) result + 6, raw, sizeof(raw));
 	PG_RETURN_TEXT_P(cstring_to_text(result));
+}
+
+/*
+ * aw_standard_key
+ *		The signing key of a Standard Webhooks secret: the bytes that the
+ *		base64 after "whsec_" encodes, palloc'd into *key.  False when the
+ *		secret is not "whsec_" followed by padded, non-empty base64.
+ */
+bool
+aw_standard_key(const char *secret, unsigned char **key, int *keylen)
+{
+	const char *b64;
+	size_t		len;
+	int			pad = 0;
+	int			n;
+
+	if (secret == NULL || strncmp(secret, "whsec_", 6) != 0)
+		return false;
+	b64 = secret + 6;
+	len = strlen(b64);
+	if (len == 0 || len % 4 != 0 || len > 4096)
+		return false;
+	for (size_t i = 0; i < len; i++)
+	{
+		char		c = b64[i];
+
+		if (c == '=' && i >= len - 2)
+		{
+			pad++;
+			continue;
+		}
+		if (pad > 0 || !((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
+						 (c >= '0' && c <= '9') || c == '+' || c == '/'))
+			return false;
+	}
+	*key = palloc(len / 4 * 3 + 1);
+	n = EVP_DecodeBlock(*key, (const unsigned char *) b64, (int) len);
+	if (n < 0 || n - pad <= 0)
+		return false;
+	*keylen = n - pad;
+	return true;
+}
+
+/*
+ * aw_standard_signature
+ *		"v1,<base64 HMAC-SHA256(key, id.timestamp.body)>" for a Standard
+ *		Webhooks secret, palloc'd; NULL if the secret is not one.
+ */
+char *
+aw_standard_signature(const char *secret, const char *msg_id, const char *timestamp,
+					  const char *body, size_t body_len)
+{
+	unsigned char *key;
+	int			keylen;
+	unsigned char mac[EVP_MAX_MD_SIZE];
+	unsigned int maclen = 0;
+	StringInfoData msg;
+	char	   *out;
+	unsigned char *ok;
+
+	if (!aw_standard_key(secret, &key, &keylen))
+		return NULL;
+	/* what is signed: "<id>.<timestamp>.<body>" */
+	initStringInfo(&msg);
+	appendStringInfo(&msg, "%s.%s.", msg_id, timestamp);
+	appendBinaryStringInfo(&msg, body, (int) body_len);
+	ok = HMAC(EVP_sha256(), key, keylen, (const unsigned char *) msg.data, msg.len, mac, &maclen);
+	explicit_bzero(key, keylen);
+	pfree(key);
+	pfree(msg.data);
+	if (ok == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("could not compute HMAC-SHA256")));
+	out = palloc(3 + 4 * ((maclen + 2) / 3) + 1);
+	memcpy(out, "v1,", 3);
+	EVP_EncodeBlock((unsigned char *) out + 3, mac, maclen);
+	return out;
 }

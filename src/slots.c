@@ -27,11 +27,19 @@ typedef struct AwWebhookUse
 	int			n;
 } AwWebhookUse;
 
+/* one worker's share of a total: with aloro_webhook.workers = N, a ceiling of total/N */
+static int
+aw_share(int total)
+{
+	return Max(1, (total + aw_workers - 1) / aw_workers);
+}
+
 /* the cap on requests in flight, as settings and the open-file limit allow */
 int
 aw_slots_cap(void)
 {
-	return Max(1, Min(aw_max_in_flight, aw_http_fd_cap()));
+	/* with several workers, each has its share: the total stays the setting */
+	return Max(1, Min(aw_share(aw_max_in_flight), aw_http_fd_cap()));
 }
 
 /* adds one request of bytes to webhook_id */
@@ -64,8 +72,8 @@ aw_slots_count(AwSlots *slots, MemoryContext cxt, dlist_head **lists, int nlists
 	slots->total = 0;
 	slots->bytes = 0;
 	slots->cap = aw_slots_cap();
-	slots->byte_cap = aw_max_in_flight_bytes;
-	slots->webhook_cap = aw_max_in_flight_per_webhook;
+	slots->byte_cap = Max(aw_max_in_flight_bytes / aw_workers, 1);
+	slots->webhook_cap = aw_share(aw_max_in_flight_per_webhook);
 	for (int i = 0; i < nlists; i++)
 	{
 		dlist_iter	it;

@@ -3,10 +3,9 @@
  *		Small SPI helpers shared by the triggers and the worker.
  *
  * Every statement the extension prepares names its functions and operators
- * in pg_catalog (or aloro_webhook) and runs with search_path pinned to
- * pg_catalog, pg_temp: the SECURITY DEFINER triggers pin it in their
- * definition, the worker at start-up.  A cached plan that is planned again
- * later is planned with the search_path it was first made with.
+ * in pg_catalog (or aloro_webhook) and is prepared with search_path pinned
+ * to pg_catalog, pg_temp (aw_prepare), whoever runs it; the worker also
+ * pins it at start-up.
  *
  * IDENTIFICATION
  *		src/spi_util.c
@@ -18,18 +17,30 @@
 #include "executor/spi.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/memutils.h"
 #include "utils/resowner.h"
 #include "access/xact.h"
+#include "pgstat.h"
+#include "utils/snapmgr.h"
 
 #include "spi_util.h"
 
-/* Prepares a statement and keeps the plan for the life of the process. */
+/*
+ * Prepares a statement, with search_path pinned to pg_catalog whoever calls,
+ * and keeps the plan for the life of the process.  (A cached plan that is
+ * planned again later is planned with the search_path it was made with.)
+ */
 SPIPlanPtr
 aw_prepare(const char *sql, int nargs, Oid *types)
 {
-	SPIPlanPtr	plan = SPI_prepare(sql, nargs, types);
+	int			nest = NewGUCNestLevel();
+	SPIPlanPtr	plan;
 
+	(void) set_config_option("search_path", "pg_catalog, pg_temp", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	plan = SPI_prepare(sql, nargs, types);
+	AtEOXact_GUC(true, nest);
 	if (plan == NULL)
 		elog(ERROR, "SPI_prepare failed for \"%s\": %s", sql, SPI_result_code_string(SPI_result));
 	SPI_keepplan(plan);
@@ -105,4 +116,25 @@ aw_try_in_subtransaction(void (*fn) (void *arg), void *arg, bool (*rethrow) (int
 	MemoryContextSwitchTo(cxt);
 	CurrentResourceOwner = owner;
 	return failed;
+}
+
+/* opens a transaction of the worker's, with SPI and a snapshot */
+void
+aw_xact_begin(const char *activity)
+{
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	PushActiveSnapshot(GetTransactionSnapshot());
+	pgstat_report_activity(STATE_RUNNING, activity);
+}
+
+/* commits what aw_xact_begin opened */
+void
+aw_xact_commit(void)
+{
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
 }

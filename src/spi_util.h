@@ -14,6 +14,8 @@
 #include "executor/spi.h"
 #include "utils/elog.h"
 
+extern void aw_xact_begin(const char *activity);
+extern void aw_xact_commit(void);
 extern SPIPlanPtr aw_prepare(const char *sql, int nargs, Oid *types);
 extern char *aw_spi_text(HeapTuple tuple, TupleDesc desc, int col, MemoryContext cxt);
 extern Datum aw_int8_array(const int64 *values, int n);

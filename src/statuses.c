@@ -3,11 +3,10 @@
  *		The call statuses: which are live and which terminal (a call ends
  *		when it gets a terminal one).
  *
- * This is the one C definition.  The install script spells the terminal
- * ones once more, in the WHEN clause of the call-ended trigger on
- * aloro_webhook.calls; _call_statuses() gives this list to SQL, and the
- * regression test 001_install checks that clause against it.  watch()
- * writes its trigger's WHEN clause from this list.
+ * This is the one definition: the call-ended trigger fires for every row of
+ * a calls table and asks aw_status_is_terminal() (0.1.0's install script
+ * spelled the terminal ones in the trigger's WHEN clause; 0.2.0 drops it),
+ * _check_call() asks both, and _call_statuses() gives the list to SQL.
  *
  * IDENTIFICATION
  *		src/statuses.c
@@ -45,18 +44,6 @@ bool
 aw_status_is_live(const char *status)
 {
 	return aw_status_in(status, aw_live, lengthof(aw_live));
-}
-
-/* The terminal statuses as a SQL list: 'completed', 'missed', ... */
-char *
-aw_terminal_statuses_sql(void)
-{
-	StringInfoData out;
-
-	initStringInfo(&out);
-	for (size_t i = 0; i < lengthof(aw_terminal); i++)
-		appendStringInfo(&out, "%s%s", i > 0 ? ", " : "", quote_literal_cstr(aw_terminal[i]));
-	return out.data;
 }
 
 PG_FUNCTION_INFO_V1(aloro_webhook_call_statuses);

@@ -23,11 +23,54 @@
 #include "utils/timestamp.h"
 
 #include "delivery.h"
+#include "health.h"
 #include "http.h"
 #include "queue.h"
+#include "rate.h"
 #include "request.h"
 #include "slots.h"
+#include "spi_util.h"
 #include "worker.h"
+
+/* the webhooks held back this turn by their rate limit, and when the first may go */
+typedef struct AwPaced
+{
+	int64	   *ids;
+	int			n;
+	TimestampTz earliest;
+} AwPaced;
+
+static void
+aw_paced_add(AwPaced *p, int64 webhook_id, TimestampTz next_at)
+{
+	for (int i = 0; i < p->n; i++)
+		if (p->ids[i] == webhook_id)
+			return;
+	p->ids = p->ids ? repalloc(p->ids, sizeof(int64) * (p->n + 1)) : palloc(sizeof(int64));
+	p->ids[p->n++] = webhook_id;
+	if (p->n == 1 || next_at < p->earliest)
+		p->earliest = next_at;
+}
+
+/* the webhooks a scan leaves out: those at their in-flight cap, and the paced ones */
+static int
+aw_exclusions(AwSlots *slots, AwPaced *paced, int64 **out)
+{
+	int64	   *full;
+	int			nfull = aw_slots_full_webhooks(slots, &full);
+	int64	   *all;
+
+	if (paced->n == 0)
+	{
+		*out = full;
+		return nfull;
+	}
+	all = palloc(sizeof(int64) * (nfull + paced->n));
+	memcpy(all, full, sizeof(int64) * nfull);
+	memcpy(all + nfull, paced->ids, sizeof(int64) * paced->n);
+	*out = all;
+	return nfull + paced->n;
+}
 
 /*
  * aw_claim_due
@@ -42,32 +85,50 @@ aw_claim_due(AwWorker *w)
 	bool		more_due = true;
 	bool		bytes_full = false;
 	int			claimed = 0;
+	AwPaced		paced = {NULL, 0, 0};
+	TimestampTz now = GetCurrentTimestamp();
 
 	aw_slots_count(&slots, w->turn_cxt, held, lengthof(held));
 	/* after a policy change, nothing new starts on the old connections */
 	if (!aw_http_ready_for_new())
 		slots.cap = 0;
 
+	aw_cursors_before_scan(&w->cursors);
 	for (int round = 0; round < AW_MAX_CLAIM_ROUNDS && slots.total < slots.cap && more_due && !bytes_full; round++)
 	{
 		int64	   *exclude;
-		int			nexclude = aw_slots_full_webhooks(&slots, &exclude);
-		int			limit = Min(slots.cap - slots.total, Min(aw_batch_size, aw_max_in_flight_per_webhook));
-		ItemPointerData *tids = palloc(sizeof(ItemPointerData) * limit);
-		int64	   *hooks = palloc(sizeof(int64) * limit);
-		int		   *sizes = palloc(sizeof(int) * limit);
+		int			nexclude = aw_exclusions(&slots, &paced, &exclude);
+		int			limit = Min(slots.cap - slots.total, Min(aw_batch_size, slots.webhook_cap));
+		AwCandidate *cands = palloc(sizeof(AwCandidate) * limit);
+		AwCandidate **taken = palloc(sizeof(AwCandidate *) * limit);
 		ItemPointerData *take = palloc(sizeof(ItemPointerData) * limit);
 		AwDelivery **into = palloc(sizeof(AwDelivery *) * limit);
+		AwCursorArgs cur;
 		int			n;
 		int			ntake = 0;
 		int			got;
 
-		n = aw_queue_candidates(limit, exclude, nexclude, tids, hooks, sizes);
+		aw_cursors_args(&w->cursors, &cur);
+		n = aw_queue_candidates(limit, exclude, nexclude, &cur, cands);
 		more_due = (n == limit);
 		/* take each candidate while there is room for it */
 		for (int i = 0; i < n && !bytes_full; i++)
-			if (aw_slots_take(&slots, hooks[i], sizes[i], &bytes_full))
-				take[ntake++] = tids[i];
+		{
+			TimestampTz next_at;
+
+			/* a webhook at its rate limit waits: for the rest of the turn, not claimed */
+			if (!aw_rate_ready(cands[i].webhook_id, cands[i].rate_limit, now, &next_at))
+			{
+				aw_paced_add(&paced, cands[i].webhook_id, next_at);
+				continue;
+			}
+			if (aw_slots_take(&slots, cands[i].webhook_id, cands[i].bytes, &bytes_full))
+			{
+				aw_rate_take(cands[i].webhook_id, cands[i].rate_limit, now);
+				taken[ntake] = &cands[i];
+				take[ntake++] = cands[i].tid;
+			}
+		}
 		if (ntake == 0)
 			continue;
 
@@ -84,6 +145,13 @@ aw_claim_due(AwWorker *w)
 			else
 				aw_delivery_free(into[i]);
 		}
+		/*
+		 * The next scans of each webhook start after what was taken of it
+		 * (a candidate left for want of room stays before the cursor, and
+		 * one not claimable after all is for the sweep).
+		 */
+		for (int i = 0; i < ntake; i++)
+			aw_cursors_advance(&w->cursors, taken[i]->webhook_id, taken[i]->due_at, taken[i]->delivery_id);
 		claimed += got;
 		if (got < ntake)
 		{
@@ -97,14 +165,22 @@ aw_claim_due(AwWorker *w)
 	if (slots.total < slots.cap && !more_due && !bytes_full)
 	{
 		int64	   *exclude;
-		int			nexclude = aw_slots_full_webhooks(&slots, &exclude);
+		int			nexclude = aw_exclusions(&slots, &paced, &exclude);
+		AwCursorArgs cur;
 
-		w->clock.have_due = aw_queue_next_due(exclude, nexclude, &w->clock.due);
+		aw_cursors_args(&w->cursors, &cur);
+		w->clock.have_due = aw_queue_next_due(exclude, nexclude, &cur, &w->clock.due);
 		if (w->clock.have_due && claimed == 0 && w->clock.due <= GetCurrentTransactionStartTimestamp())
 		{
 			/* due but not claimable (locked by someone): look again shortly */
 			w->clock.due = GetCurrentTimestamp() + AW_RECHECK_MS * 1000;
 		}
+	}
+	/* a paced webhook with due deliveries: a turn when its next request may start */
+	if (paced.n > 0 && (!w->clock.have_due || paced.earliest < w->clock.due))
+	{
+		w->clock.have_due = true;
+		w->clock.due = paced.earliest;
 	}
 }
 
@@ -116,29 +192,11 @@ aw_detach_queue(AwWorker *w)
 	aw_delivery_free_list(&w->finished);
 	w->nfinished = 0;
 	aw_queue_forget_plans();
+	aw_cursors_reset(&w->cursors);
+	aw_health_forget();
+	aw_upkeep_forget(&w->upkeep);
 	w->clock.have_due = false;
 	w->extension_oid = InvalidOid;
-}
-
-/* opens a turn's transaction, with SPI and a snapshot */
-static void
-aw_begin(const char *activity)
-{
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	PushActiveSnapshot(GetTransactionSnapshot());
-	pgstat_report_activity(STATE_RUNNING, activity);
-}
-
-/* commits what aw_begin opened */
-static void
-aw_commit(void)
-{
-	SPI_finish();
-	PopActiveSnapshot();
-	CommitTransactionCommand();
 }
 
 /* releases the claims of workers that no longer run; returns how many */
@@ -167,6 +225,7 @@ aw_record_finished(AwWorker *w)
 		ds[n++] = d;
 	}
 	aw_queue_record(ds, n, w->token);
+	aw_health_turn(ds, n);
 	return n;
 }
 
@@ -242,7 +301,7 @@ aw_turn(AwWorker *w)
 	int			recorded = 0;
 
 	w->phase = AW_PHASE_TURN;
-	aw_begin("aloro_webhook: recording attempts and claiming deliveries");
+	aw_xact_begin("aloro_webhook: recording attempts and claiming deliveries");
 
 	extension_oid = aw_queue_extension_oid(&state);
 	if (extension_oid != w->extension_oid && OidIsValid(w->extension_oid))
@@ -271,9 +330,10 @@ aw_turn(AwWorker *w)
 							   (unsigned long long) released) : 0));
 	}
 
-	aw_commit();
+	aw_xact_commit();
 	/* committed: from here on nothing may undo the turn */
 	w->phase = AW_PHASE_STARTING;
+	aw_health_committed();
 	if (OidIsValid(attached))
 	{
 		w->extension_oid = attached;
@@ -302,6 +362,7 @@ aw_turn_failed(AwWorker *w)
 {
 	aw_delivery_free_list(&w->claimed);
 	w->nclaimed = 0;
+	aw_health_aborted();
 	w->clock.retry_at = GetCurrentTimestamp() + AW_RETRY_MS * 1000;
 	w->clock.have_due = true;
 	w->clock.due = w->clock.retry_at;
@@ -322,12 +383,12 @@ aw_sweep(AwWorker *w)
 	int			nseen;
 
 	w->phase = AW_PHASE_SWEEP;
-	aw_begin("aloro_webhook: releasing stale claims, failing deliveries of deleted webhooks");
+	aw_xact_begin("aloro_webhook: releasing stale claims, failing deliveries of deleted webhooks");
 	aw_release_stale_claims(w);
 	nseen = aw_queue_orphans(seen, AW_MAX_ORPHANS);
 	if (w->norphans > 0 && nseen > 0)
 		aw_queue_fail_orphans(w->orphans, w->norphans);
-	aw_commit();
+	aw_xact_commit();
 	memcpy(w->orphans, seen, sizeof(int64) * nseen);
 	w->norphans = nseen;
 	w->clock.last_sweep = GetCurrentTimestamp();
@@ -347,7 +408,7 @@ aw_release_on_exit(AwWorker *w)
 	if (!OidIsValid(w->extension_oid))
 		return;
 	aw_delivery_free_list(&w->in_flight);
-	aw_begin("aloro_webhook: stopping");
+	aw_xact_begin("aloro_webhook: stopping");
 	if (aw_queue_extension_oid(&state) == w->extension_oid)
 	{
 		int64		others[AW_MAX_WORKERS];
@@ -355,9 +416,10 @@ aw_release_on_exit(AwWorker *w)
 
 		if (w->nfinished > 0)
 			aw_record_finished(w);
+		aw_health_write();
 		/* ours are released: every claim but those of the workers still running */
 		aw_queue_release_claims(others, nothers);
 	}
-	aw_commit();
+	aw_xact_commit();
 }
 

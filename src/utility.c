@@ -10,6 +10,8 @@
  *	  ending every call again; so does a backfill of historic calls.
  *	- DROP EXTENSION aloro_webhook CASCADE also drops the triggers that
  *	  watch() attached to the platform's tables: say which, in a NOTICE.
+ *	- COMMIT PREPARED runs none of the commit callbacks of the transaction
+ *	  it commits: tell the workers (and the copies of the webhooks) here.
  *
  * IDENTIFICATION
  *		src/utility.c
@@ -122,6 +124,9 @@ aw_process_utility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTre
 		aw_copy_target = saved;
 	}
 	PG_END_TRY();
+	if (IsA(parsetree, TransactionStmt) &&
+		((TransactionStmt *) parsetree)->kind == TRANS_STMT_COMMIT_PREPARED)
+		aw_after_commit_prepared();
 }
 
 /* Installs the hook (from _PG_init). */

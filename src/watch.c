@@ -83,7 +83,6 @@ aloro_webhook_watch(PG_FUNCTION_ARGS)
 		appendStringInfo(&sql,
 						 "CREATE TRIGGER aloro_webhook_call_ended "
 						 "AFTER INSERT OR UPDATE ON %s FOR EACH ROW "
-						 "WHEN (NEW.status::text IN (%s)) "
 						 "EXECUTE FUNCTION aloro_webhook._call_ended(); "
 						 "CREATE TRIGGER aloro_webhook_call_forgotten "
 						 "AFTER DELETE OR UPDATE OF id ON %s FOR EACH ROW "
@@ -91,7 +90,7 @@ aloro_webhook_watch(PG_FUNCTION_ARGS)
 						 "CREATE TRIGGER aloro_webhook_calls_truncated "
 						 "AFTER TRUNCATE ON %s FOR EACH STATEMENT "
 						 "EXECUTE FUNCTION aloro_webhook._call_forgotten()",
-						 name, aw_terminal_statuses_sql(), name, name);
+						 name, name, name);
 		if (SPI_execute(sql.data, false, 0) != SPI_OK_UTILITY)
 			elog(ERROR, "could not create the triggers on %s", name);
 	}

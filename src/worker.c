@@ -89,8 +89,8 @@ aw_worker_stopping(void)
 static void
 aw_current_policy(char *buf, size_t len)
 {
-	snprintf(buf, len, "%s\n%s", aw_allowed_networks ? aw_allowed_networks : "",
-			 aw_ca_file ? aw_ca_file : "");
+	snprintf(buf, len, "%s\n%s\n%s", aw_allowed_networks ? aw_allowed_networks : "",
+			 aw_ca_file ? aw_ca_file : "", aw_proxy ? aw_proxy : "");
 }
 
 /* how long to sleep: until libcurl, the next due delivery, a retry or the idle check */
@@ -109,6 +109,21 @@ aw_clock_sleep_ms(const AwClock *clock, TimestampTz now, bool work_waiting)
 	if (clock->have_due)
 		timeout = Min(timeout, clock->due <= now ? 0 : (long) ((clock->due - now + 999) / 1000));
 	return Max(timeout, 0);
+}
+
+/* how long to sleep: the clock's answer, or less when upkeep comes first */
+static long
+aw_sleep_ms(TimestampTz now, bool work_waiting)
+{
+	long		timeout = aw_clock_sleep_ms(&W.clock, now, work_waiting);
+
+	if (OidIsValid(W.extension_oid))
+	{
+		TimestampTz next = aw_upkeep_next(&W.upkeep);
+
+		timeout = Min(timeout, next <= now ? 0 : (long) ((next - now + 999) / 1000));
+	}
+	return timeout;
 }
 
 /* is a turn due now? */
@@ -153,6 +168,9 @@ aw_recover(void)
 			break;
 		case AW_PHASE_SWEEP:
 			W.clock.last_sweep = GetCurrentTimestamp();	/* try again next interval */
+			break;
+		case AW_PHASE_UPKEEP:
+			aw_upkeep_failed(&W);
 			break;
 		case AW_PHASE_IDLE:
 			if (canceled)
@@ -199,6 +217,9 @@ aw_reload(void)
 
 	ConfigReloadPending = false;
 	ProcessConfigFile(PGC_SIGHUP);
+	/* a new retention applies at once (the first worker prunes) */
+	if (aw_worker_index == 0)
+		W.upkeep.prune_at = 0;
 	aw_current_policy(policy, sizeof(policy));
 	if (strcmp(policy, W.policy) != 0)
 	{
@@ -217,6 +238,7 @@ aw_worker_main(Datum main_arg)
 	WaitEventSet *wes;
 	sigjmp_buf	local_sigjmp_buf;
 
+	aw_worker_index = DatumGetInt32(main_arg);
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, aw_sigterm);
 	BackgroundWorkerUnblockSignals();
@@ -244,6 +266,8 @@ aw_worker_main(Datum main_arg)
 	W.turn_cxt = AllocSetContextCreate(TopMemoryContext, "aloro_webhook turn",
 									   ALLOCSET_DEFAULT_SIZES);
 	aw_http_init();
+	aw_cursors_init(&W.cursors);
+	aw_set_am_worker();
 	aw_current_policy(W.policy, sizeof(W.policy));
 
 	wes = CreateWaitEventSet(TopMemoryContext, 3);
@@ -278,7 +302,7 @@ aw_worker_main(Datum main_arg)
 		bool		work_waiting = W.nfinished > 0 ||
 			(aw_http_results_waiting() && W.nfinished < AW_MAX_FINISHED);
 
-		nevents = WaitEventSetWait(wes, aw_clock_sleep_ms(&W.clock, now, work_waiting),
+		nevents = WaitEventSetWait(wes, aw_sleep_ms(now, work_waiting),
 								   events, lengthof(events), PG_WAIT_EXTENSION);
 		for (int i = 0; i < nevents; i++)
 			if (events[i].events & WL_LATCH_SET)
@@ -316,6 +340,9 @@ aw_worker_main(Datum main_arg)
 		if (OidIsValid(W.extension_oid) && W.phase == AW_PHASE_IDLE &&
 			TimestampDifferenceExceeds(W.clock.last_sweep, now, aw_idle_check_ms))
 			aw_sweep(&W);
+		if (OidIsValid(W.extension_oid) && W.phase == AW_PHASE_IDLE &&
+			aw_upkeep_due(&W.upkeep, GetCurrentTimestamp()))
+			aw_upkeep(&W);
 		MemoryContextSwitchTo(TopMemoryContext);
 	}
 

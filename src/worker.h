@@ -17,6 +17,7 @@
 #include "utils/palloc.h"
 #include "utils/timestamp.h"
 
+#include "cursor.h"
 #include "delivery.h"
 
 /* when due work could not be claimed (locked by someone), look again after */
@@ -36,6 +37,7 @@ typedef enum AwPhase
 	AW_PHASE_IDLE,				/* waiting, or driving the transport */
 	AW_PHASE_TURN,				/* in a turn's transaction: an error rolls it back */
 	AW_PHASE_SWEEP,				/* in the sweep's transaction: an error is only logged */
+	AW_PHASE_UPKEEP,			/* in an upkeep transaction (upkeep.c): likewise */
 	AW_PHASE_STARTING			/* putting committed claims in flight */
 } AwPhase;
 
@@ -69,6 +71,15 @@ typedef struct AwClock
  *	- extension_oid is valid only while the queue of that extension is the
  *	  one worked on; when it changes, everything held is abandoned.
  */
+/* what the upkeep (upkeep.c) is due to do next */
+typedef struct AwUpkeep
+{
+	TimestampTz prune_at;		/* the next pruning batch */
+	int64		prune_after;	/* where the pass goes on: the last id looked at */
+	int64		pruned_last;	/* deleted by the last batch */
+	TimestampTz tidy_at;		/* the next tidy-up */
+} AwUpkeep;
+
 typedef struct AwWorker
 {
 	Oid			extension_oid;	/* the extension whose queue we work on */
@@ -86,13 +97,15 @@ typedef struct AwWorker
 	MemoryContext turn_cxt;		/* reset every loop */
 
 	AwClock		clock;
+	AwCursors	cursors;		/* where each webhook's scans start (cursor.c) */
+	AwUpkeep	upkeep;
 
 	/* waiting deliveries of deleted webhooks seen at the last sweep */
 	int64		orphans[AW_MAX_ORPHANS];
 	int			norphans;
 
 	bool		trim_pending;	/* requests went out since the heap was last trimmed */
-	char		policy[2 * MAXPGPATH + 8192];	/* what kept-alive connections were checked against */
+	char		policy[2 * MAXPGPATH + 8192 + 1024];	/* what kept-alive connections were checked against */
 } AwWorker;
 
 
@@ -110,6 +123,13 @@ extern void aw_turn(AwWorker *w);
 extern void aw_turn_failed(AwWorker *w);
 extern void aw_sweep(AwWorker *w);
 extern void aw_release_on_exit(AwWorker *w);
+
+/* upkeep.c */
+extern bool aw_upkeep_due(AwUpkeep *u, TimestampTz now);
+extern TimestampTz aw_upkeep_next(AwUpkeep *u);
+extern void aw_upkeep(AwWorker *w);
+extern void aw_upkeep_failed(AwWorker *w);
+extern void aw_upkeep_forget(AwUpkeep *u);
 
 /* worker.c */
 extern bool aw_worker_stopping(void);

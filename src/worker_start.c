@@ -150,6 +150,20 @@ aw_worker_pin_settings(void)
 		{"default_transaction_read_only", "off"},
 		{"default_transaction_isolation", "read committed"},
 		{"jit", "off"},
+
+		/*
+		 * Every statement of the worker touches a handful of rows, by ctid, by
+		 * primary key, or at the head of the due index; a bulk enqueue makes
+		 * the statistics stale (the planner then takes a 20,000-row queue for
+		 * a tiny one, and reads it all to sort it).  So the worker's plans
+		 * do not depend on them: the scans and joins that only pay off for
+		 * large sets are off, and each statement keeps its one generic plan.
+		 */
+		{"enable_bitmapscan", "off"},
+		{"enable_seqscan", "off"},
+		{"enable_hashjoin", "off"},
+		{"enable_mergejoin", "off"},
+		{"plan_cache_mode", "force_generic_plan"},
 	};
 
 	for (size_t i = 0; i < lengthof(pinned); i++)

@@ -25,6 +25,7 @@
 //   /redirect             302 to ?to=... (default /ok); must not be followed
 //   /huge                 200 with an 8 MB body (?mb=N for another size)
 //   /retry-after/SECS     503 with Retry-After: SECS
+//   /too-many-until/SECS  429 with Retry-After: an HTTP date SECS seconds ahead
 //   anything else         404
 //
 // --no-bodies leaves the body out of the log (its sha256 and size stay), for
@@ -163,6 +164,11 @@ function answer(req, res) {
 	}
 	if (head === 'retry-after' && parts.length >= 2 && /^\d+$/.test(parts[1])) {
 		return reply(res, 503, 'busy', { 'Retry-After': parts[1] });
+	}
+	if (head === 'too-many-until' && parts.length >= 2 && /^\d+$/.test(parts[1])) {
+		// 429 with Retry-After as an HTTP date SECS seconds ahead (whole seconds)
+		const at = new Date(Math.ceil(Date.now() / 1000) * 1000 + Number(parts[1]) * 1000);
+		return reply(res, 429, 'slow down', { 'Retry-After': at.toUTCString() });
 	}
 	return reply(res, 404, 'not found');
 }

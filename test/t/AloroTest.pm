@@ -31,7 +31,7 @@ our @EXPORT = qw(
   add_webhook end_call end_calls
   query_json query_row delivery attempts deliveries_for_tag
   worker_pid wait_for_worker free_port quote_lit now_epoch
-  worker_rss_kb
+  worker_rss_kb delivery_reaches
 );
 
 # Tests run with cwd = tree root (see the Makefile's prove_installcheck).
@@ -153,6 +153,7 @@ sub start_receiver
 	push @cmd, ('--secret', $o{secret}) if defined $o{secret};
 	push @cmd, ('--host', $o{host}) if defined $o{host};
 	push @cmd, '--no-bodies' if $o{no_bodies};
+	push @cmd, @{ $o{args} } if $o{args};
 
 	my $pid = fork();
 	die "fork: $!" unless defined $pid;
@@ -291,6 +292,16 @@ sub poll_until
 	$timeout //= 60;
 	local $PostgreSQL::Test::Utils::timeout_default = $timeout;
 	return $node->poll_query_until('postgres', $sql, $expected // 't');
+}
+
+# delivery_reaches($node, $id, $status, $timeout_s, $what): a test that delivery
+# $id reaches $status within the bound.
+sub delivery_reaches
+{
+	my ($node, $id, $status, $timeout, $what) = @_;
+	return ok(poll_until($node,
+			"SELECT status FROM aloro_webhook.deliveries WHERE id = $id", $status, $timeout // 60),
+		$what);
 }
 
 # query_json($node, $sql): the rows of $sql as a list of hashes.

@@ -1,0 +1,369 @@
+#!/usr/bin/env bash
+# The benchmark: every performance figure of the README, measured in one run
+# on this machine, each beside what it is compared with.
+#
+#   bash test/bench/run.sh            the full run (several minutes)
+#   bash test/bench/run.sh --quick    a smoke test (CI): small sizes; it only
+#                                     fails when something is lost, never on
+#                                     a figure
+#
+# Run as root on Debian bookworm; it installs what is missing (nginx-light
+# among them), builds and installs the extension, and starts a throwaway
+# cluster (the postgres user) and nginx on 127.0.0.1.  The figures go to
+# stdout and, as JSON, to test/bench/out/results.json (BENCH_JSON=FILE for
+# another file).
+#
+# What it measures (one webhook unless said; signed 1.8 kB bodies; nginx
+# answering 200; every attempt recorded):
+#   bare       curl -Z --parallel-max 64 POSTing the same body to the same nginx
+#   drain      N calls ended in one transaction: deliveries/s until all succeeded
+#   long_tx    the same while another session holds a snapshot open throughout
+#   latency    commit -> nginx at 100 and 1,000 calls/s (pgbench -R), p50/p99: from
+#              the commit time of the call's transaction (track_commit_timestamp)
+#              to the time nginx logs the request
+#   enqueue    pgbench ending calls while deliveries flow, vs the same inserts
+#              into a plain table
+#   isolation  1% of the calls to an endpoint that never answers: the rest's rate
+#   fanout     ending one call with a 1 MB transcript and 100 webhooks
+#   backlog    1,000,000 queued (full run; 100,000 with --quick): the rate per
+#              100k, and the worker's private memory before and after
+#   pg_net     when pg_net is installed (it is not built here): its good/s at
+#              batch sizes 200..10,000, same body, same nginx
+set -euo pipefail
+source "$(dirname "$0")/../../scripts/common.sh"
+
+quick=0
+[ "${1:-}" = "--quick" ] && quick=1
+# BENCH_PHASES="drain backlog" runs only those (bare drain long_tx latency
+# enqueue isolation fanout backlog pg_net); the default is all of them
+phase() { [ -z "${BENCH_PHASES:-}" ] || [[ " $BENCH_PHASES " == *" $1 "* ]]; }
+if [ $quick = 1 ]; then
+  N=2000; N_BACKLOG=20000; PGB_T=3; LAT_T=4
+else
+  N=20000; N_BACKLOG=1000000; PGB_T=10; LAT_T=10
+fi
+work=/tmp/aloro_webhook_bench
+out_json=${BENCH_JSON:-$aw_root/test/bench/out/results.json}
+mkdir -p "$(dirname "$out_json")"
+
+for p in nginx-light; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || {
+    echo "== installing: $p"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq && apt-get install -y -qq --no-install-recommends "$p" >/dev/null
+  }
+done
+rm -rf "$work"
+aw_build_install "$work/src"
+mkdir -p "$work/nginx/logs"
+chown -R postgres:postgres "$work"
+
+# --- nginx on loopback: /sink answers 200 "ok"; /lat logs arrival times --------
+nport=$(aw_free_port)
+cat > "$work/nginx/nginx.conf" <<CONF
+worker_processes 1;
+pid $work/nginx/nginx.pid;
+error_log $work/nginx/logs/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  keepalive_timeout 60s;
+  client_body_buffer_size 64k;
+  log_format lat '\$msec \$http_x_aloro_delivery';
+  server {
+    listen 127.0.0.1:$nport;
+    location /lat { access_log $work/nginx/logs/lat.log lat; return 200 "ok"; }
+    location / { return 200 "ok"; }
+  }
+}
+CONF
+nginx -p "$work/nginx" -c "$work/nginx/nginx.conf"
+# an endpoint that accepts and never answers
+node -e 'const s=require("net").createServer(c=>{c.on("data",()=>{});c.on("error",()=>{})});s.listen(0,"127.0.0.1",()=>console.log("listening "+s.address().port))' > "$work/hang.out" &
+hang_pid=$!
+hport=$(aw_wait_listening "$work/hang.out")
+
+port=$(aw_free_port)
+aw_cluster "$work" "$port" "aloro_webhook.database_name = 'postgres'
+shared_buffers = 256MB
+max_wal_size = 4GB
+checkpoint_timeout = 30min
+track_commit_timestamp = on
+log_min_messages = warning"
+cleanup() {
+  kill $hang_pid 2>/dev/null || true
+  [ -f "$work/nginx/nginx.pid" ] && kill "$(cat "$work/nginx/nginx.pid")" 2>/dev/null || true
+  aw_as_postgres "pg_ctl -D '$work/data' -m immediate stop >/dev/null 2>&1" || true
+}
+trap cleanup EXIT
+
+psql_() { aw_as_postgres "psql -X -q -At -v ON_ERROR_STOP=1 -h '$work' -p $port -d postgres $*"; }
+sqlf() { printf '%s\n' "$1" > "$work/q.sql"; chown postgres "$work/q.sql"; psql_ "-f '$work/q.sql'"; }
+now_ns() { date +%s%N; }
+declare -A R   # the results
+
+# a 1.8 kB body: the call's transcript and variables make it up
+sqlf "CREATE EXTENSION aloro_webhook;
+CREATE TABLE bench_template AS
+SELECT jsonb_build_object('summary', repeat('The customer asked about order status. ', 4)) AS variables,
+       (SELECT jsonb_agg(jsonb_build_object('speaker', CASE WHEN g % 2 = 0 THEN 'ai' ELSE 'customer' END,
+                                            'text', 'Sentence number ' || g || ' of the conversation, about the order.',
+                                            'start', g * 3.5))
+          FROM generate_series(1, 8) g) AS transcript;
+CREATE SEQUENCE bench_seq;
+CREATE TABLE bench_plain (LIKE aloro_webhook.calls INCLUDING ALL);"
+end_calls_sql() {  # N PREFIX ASSISTANT
+  echo "INSERT INTO aloro_webhook.calls (id, phone, direction, status, started_at, ended_at, assistant_id, variables, transcript)
+        SELECT '$2_' || g, '+15550001111', 'inbound', 'completed', now() - interval '3 minutes', now(), '$3',
+               t.variables, t.transcript
+          FROM generate_series(1, $1) g, bench_template t;"
+}
+queue_empty() { [ "$(psql_ "-c \"SELECT count(*) FROM aloro_webhook.queue WHERE webhook_id = $1\"")" = 0 ]; }
+wait_drained() {  # WEBHOOK_ID TIMEOUT_S
+  local deadline=$(( $(date +%s) + $2 ))
+  until queue_empty "$1"; do
+    [ "$(date +%s)" -gt "$deadline" ] && { echo "gave up waiting for webhook $1 to drain"; exit 1; }
+    sleep 0.02
+  done
+}
+check_all_succeeded() {  # WEBHOOK_ID EXPECTED
+  local ok
+  ok=$(psql_ "-c \"SELECT count(*) FROM aloro_webhook.delivery_log WHERE webhook_id = $1 AND status = 'succeeded'\"")
+  [ "$ok" = "$2" ] || { echo "LOST: webhook $1 has $ok of $2 deliveries succeeded"; exit 1; }
+}
+worker_anon_kb() {
+  local pid; pid=$(psql_ "-c \"SELECT pid FROM pg_stat_activity WHERE backend_type = 'aloro_webhook worker'\"")
+  awk '/^RssAnon/ {print $2}' "/proc/$pid/status"
+}
+rate() { echo $(( $1 * 1000000000 / ($2 > 0 ? $2 : 1) )); }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'; }
+
+body_len=$(psql_ "-c \"SELECT octet_length(aloro_webhook._payload(c, true, now())) FROM (SELECT 'bench_x' AS id, '+15550001111' AS phone, 'inbound' AS direction, 'completed' AS status, now() - interval '3 minutes' AS started_at, now() AS ended_at, 'asst_bench' AS assistant_id, t.variables, t.transcript FROM bench_template t) c\"")
+R[body_bytes]=$body_len
+echo "== body: $body_len bytes, signed; nginx on 127.0.0.1:$nport; $(nproc) cores"
+
+# --- bare client ------------------------------------------------------------------
+if phase bare; then
+psql_ "-c \"SELECT aloro_webhook._payload(c, true, now()) FROM (SELECT 'bench_x' AS id, 'completed' AS status, t.variables, t.transcript FROM bench_template t) c\"" > "$work/body.json"
+t0=$(now_ns)
+curl -s --no-progress-meter -Z --parallel-max 64 -o /dev/null -X POST -H 'Content-Type: application/json' \
+  --data-binary @"$work/body.json" "http://127.0.0.1:$nport/bare/[1-$N]"
+t1=$(now_ns)
+R[bare_rate]=$(rate $N $((t1 - t0)))
+echo "bare client (curl -Z --parallel-max 64): $N POSTs, ${R[bare_rate]}/s"
+fi
+
+# --- drain ----------------------------------------------------------------------------
+if phase drain; then
+drain_hook=$(psql_ "-c \"SELECT aloro_webhook.create_webhook('http://127.0.0.1:$nport/sink', 'whsec_bench', assistant_id => 'asst_drain')\"")
+sqlf "$(end_calls_sql $N drain asst_drain)"
+t0=$(now_ns); wait_drained "$drain_hook" 600; t1=$(now_ns)
+check_all_succeeded "$drain_hook" "$N"
+R[drain_rate]=$(rate $N $((t1 - t0)))
+R[drain_vs_bare]=$(ratio "${R[drain_rate]}" "${R[bare_rate]}")
+echo "drain: $N queued in one transaction, ${R[drain_rate]} deliveries/s after commit (${R[drain_vs_bare]} of the bare client; target >= 0.5)"
+fi
+
+# --- long transaction ----------------------------------------------------------------
+if phase long_tx; then
+lt_hook=$(psql_ "-c \"SELECT aloro_webhook.create_webhook('http://127.0.0.1:$nport/sink', 'whsec_bench', assistant_id => 'asst_lt')\"")
+mkfifo "$work/lt.fifo"; chown postgres "$work/lt.fifo"
+aw_as_postgres "psql -X -q -h '$work' -p $port -d postgres < '$work/lt.fifo' > /dev/null" &
+lt_psql=$!
+exec 9> "$work/lt.fifo"
+echo "BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT count(*) FROM aloro_webhook.delivery_log;" >&9
+sleep 0.5
+sqlf "$(end_calls_sql $N lt asst_lt)"
+t0=$(now_ns); wait_drained "$lt_hook" 600; t1=$(now_ns)
+echo "COMMIT;" >&9; exec 9>&-; wait $lt_psql || true
+check_all_succeeded "$lt_hook" "$N"
+R[long_tx_rate]=$(rate $N $((t1 - t0)))
+R[long_tx_vs_clean]=$(ratio "${R[long_tx_rate]}" "${R[drain_rate]}")
+echo "long transaction: a snapshot held open throughout, ${R[long_tx_rate]} deliveries/s (${R[long_tx_vs_clean]} of the clean rate; target >= 0.7)"
+psql_ "-c 'VACUUM aloro_webhook.queue, aloro_webhook.delivery_log'"
+fi
+
+# --- latency at 100 and 1,000 calls/s ----------------------------------------------------
+if phase latency; then
+lat_hook=$(psql_ "-c \"SELECT aloro_webhook.create_webhook('http://127.0.0.1:$nport/lat', 'whsec_bench', assistant_id => 'asst_lat')\"")
+cat > "$work/lat.pgb" <<'PGB'
+INSERT INTO aloro_webhook.calls (id, status, ended_at, assistant_id, variables, transcript)
+SELECT 'lat_' || nextval('bench_seq'), 'completed', clock_timestamp(), 'asst_lat', t.variables, t.transcript
+  FROM bench_template t;
+PGB
+chown postgres "$work/lat.pgb"
+for r in 100 1000; do
+  : > "$work/nginx/logs/lat.log"; kill -USR1 "$(cat "$work/nginx/nginx.pid")"
+  clients=$(( r >= 1000 ? 8 : 2 ))
+  psql_ "-c 'TRUNCATE aloro_webhook.delivery_attempts'" >/dev/null
+  from_id=$(psql_ "-c \"SELECT coalesce(max(id), 0) FROM aloro_webhook.delivery_log\"")
+  aw_as_postgres "pgbench -n -h '$work' -p $port -c $clients -j 2 -R $r -T $LAT_T -f '$work/lat.pgb' postgres" > "$work/pgb_lat_$r.out" 2>&1
+  t_end=$(now_ns)
+  wait_drained "$lat_hook" 60
+  backlog_ms=$(( ($(now_ns) - t_end) / 1000000 ))
+  sleep 0.2   # nginx writes its access log line after the response
+  sent=$(psql_ "-c \"SELECT count(*) FROM aloro_webhook.delivery_log WHERE webhook_id = $lat_hook AND id > $from_id\"")
+  check_all_succeeded "$lat_hook" "$(psql_ "-c \"SELECT count(*) FROM aloro_webhook.delivery_log WHERE webhook_id = $lat_hook\"")"
+  cp "$work/nginx/logs/lat.log" "$work/lat_$r.log"; chown postgres "$work/lat_$r.log"
+  read -r p50 p99 n <<<"$(sqlf "CREATE TEMP TABLE arrivals (at_s float8, delivery_id bigint);
+COPY arrivals FROM '$work/lat_$r.log' (FORMAT text, DELIMITER ' ');
+SELECT round(percentile_cont(0.5) WITHIN GROUP (ORDER BY ms)::numeric, 1),
+       round(percentile_cont(0.99) WITHIN GROUP (ORDER BY ms)::numeric, 1), count(*)
+  FROM (SELECT (a.at_s - extract(epoch FROM pg_xact_commit_timestamp(e.xmin))) * 1000 AS ms
+          FROM arrivals a JOIN aloro_webhook.delivery_log d ON d.id = a.delivery_id
+          JOIN aloro_webhook.ended_calls e ON e.call_id = d.call_id
+         WHERE d.id > $from_id) x;" | tr '|' ' ')"
+  R[latency_${r}_p50_ms]=$p50; R[latency_${r}_p99_ms]=$p99; R[latency_${r}_calls]=$sent; R[latency_${r}_backlog_ms]=$backlog_ms
+  echo "latency at $r calls/s: $sent calls, commit -> nginx p50 ${p50} ms, p99 ${p99} ms; queue empty ${backlog_ms} ms after the last commit (target p99 <= $([ $r = 100 ] && echo 20 || echo 100) ms)"
+done
+fi
+
+# --- enqueue cost ----------------------------------------------------------------------------
+if phase enqueue; then
+enq_hook=$(psql_ "-c \"SELECT aloro_webhook.create_webhook('http://127.0.0.1:$nport/sink', 'whsec_bench', assistant_id => 'asst_enq')\"")
+for t in calls plain; do
+  if [ $t = calls ]; then tab=aloro_webhook.calls; else tab=bench_plain; fi
+  cat > "$work/enq_$t.pgb" <<PGB
+INSERT INTO $tab (id, status, started_at, ended_at, assistant_id, variables, transcript)
+SELECT 'enq_' || nextval('bench_seq'), 'completed', now() - interval '3 minutes', now(), 'asst_enq', t.variables, t.transcript
+  FROM bench_template t;
+PGB
+  chown postgres "$work/enq_$t.pgb"
+  aw_as_postgres "pgbench -n -h '$work' -p $port -c 4 -j 2 -T $PGB_T -f '$work/enq_$t.pgb' postgres" > "$work/pgb_enq_$t.out" 2>&1
+  R[enqueue_${t}_tps]=$(awk '/^tps/ {printf "%d", $3}' "$work/pgb_enq_$t.out")
+done
+wait_drained "$enq_hook" 120
+R[enqueue_vs_plain]=$(ratio "${R[enqueue_calls_tps]}" "${R[enqueue_plain_tps]}")
+echo "enqueue: ending calls ${R[enqueue_calls_tps]}/s while they are delivered, plain inserts ${R[enqueue_plain_tps]}/s (${R[enqueue_vs_plain]}; target >= 0.6)"
+fi
+
+# --- isolation: 1% to an endpoint that never answers -----------------------------------------
+if phase isolation; then
+iso_hook=$(psql_ "-c \"SELECT aloro_webhook.create_webhook('http://127.0.0.1:$nport/sink', 'whsec_bench', assistant_id => 'asst_iso')\"")
+hang_hook=$(psql_ "-c \"SELECT aloro_webhook.create_webhook('http://127.0.0.1:$hport/hang', 'whsec_bench', assistant_id => 'asst_hang')\"")
+nhang=$(( N / 100 ))
+sqlf "BEGIN; $(end_calls_sql $((N - nhang)) iso asst_iso) $(end_calls_sql $nhang hang asst_hang) COMMIT;"
+t0=$(now_ns); wait_drained "$iso_hook" 600; t1=$(now_ns)
+check_all_succeeded "$iso_hook" "$((N - nhang))"
+R[isolation_rate]=$(rate $((N - nhang)) $((t1 - t0)))
+R[isolation_vs_clean]=$(ratio "${R[isolation_rate]}" "${R[drain_rate]}")
+echo "isolation: $nhang of $N to an endpoint that never answers; the rest ${R[isolation_rate]} deliveries/s (${R[isolation_vs_clean]} of the clean rate; target >= 0.8)"
+psql_ "-c \"DELETE FROM aloro_webhook.webhooks WHERE id = $hang_hook\""
+fi
+
+# --- fan-out enqueue: 1 MB transcript, 100 webhooks -------------------------------------------
+if phase fanout; then
+sqlf "SELECT count(aloro_webhook.create_webhook('http://192.0.2.1/fan/' || g, assistant_id => 'asst_fan')) FROM generate_series(1, 100) g;
+INSERT INTO aloro_webhook.calls (id, status, assistant_id, transcript)
+SELECT 'fan_live', 'in-progress', 'asst_fan',
+       jsonb_agg(jsonb_build_object('speaker', 'ai', 'text', repeat(md5(g::text), 14), 'start', g))
+  FROM generate_series(1, 2100) g;" >/dev/null
+R[fanout_transcript_bytes]=$(psql_ "-c \"SELECT octet_length(transcript::text) FROM aloro_webhook.calls WHERE id = 'fan_live'\"")
+R[fanout_ms]=$(aw_as_postgres "psql -X -q -h '$work' -p $port -d postgres -c '\\timing on' -c \"UPDATE aloro_webhook.calls SET status = 'completed' WHERE id = 'fan_live'\"" | awk '/^Time:/ {printf "%d", $2}')
+R[fanout_bodies_stored]=$(psql_ "-c \"SELECT count(*) FROM aloro_webhook.payloads WHERE call_id = 'fan_live'\"")
+echo "fan-out: ending a call with a ${R[fanout_transcript_bytes]}-byte transcript and 100 webhooks took ${R[fanout_ms]} ms, ${R[fanout_bodies_stored]} bodies stored (target < 1000 ms)"
+sqlf "DELETE FROM aloro_webhook.webhooks WHERE assistant_id = 'asst_fan';" >/dev/null
+fi
+
+# --- backlog ---------------------------------------------------------------------------------
+if phase backlog; then
+bl_hook=$(psql_ "-c \"SELECT aloro_webhook.create_webhook('http://127.0.0.1:$nport/sink', 'whsec_bench', assistant_id => 'asst_bl')\"")
+chunk=100000; [ $N_BACKLOG -lt $chunk ] && chunk=$N_BACKLOG
+# queued in one transaction, so that the drain starts from the whole backlog
+t_enq=$(now_ns)
+sqlf "$(end_calls_sql $N_BACKLOG bl asst_bl)"
+R[backlog_enqueue_rate]=$(rate $N_BACKLOG $(( $(now_ns) - t_enq )))
+anon0=$(worker_anon_kb)
+t0=$(now_ns); last=$t0; next=$chunk; rates=()
+while :; do
+  left=$(psql_ "-c \"SELECT count(*) FROM aloro_webhook.queue WHERE webhook_id = $bl_hook\"")
+  done_n=$(( N_BACKLOG - left ))
+  if [ "$done_n" -ge "$next" ]; then
+    t=$(now_ns); rates+=("$(rate $chunk $((t - last)))"); last=$t; next=$((next + chunk))
+  fi
+  [ "$left" = 0 ] && break
+  [ -n "${BENCH_TRACE:-}" ] && psql_ "-c \"SELECT $left, backend_type, state, wait_event_type, wait_event, left(query, 60) FROM pg_stat_activity WHERE backend_type IN ('aloro_webhook worker', 'autovacuum worker', 'checkpointer') AND (state IS DISTINCT FROM 'idle' OR backend_type = 'aloro_webhook worker')\""
+  [ $(( ($(now_ns) - t0) / 1000000000 )) -gt 3600 ] && { echo "backlog: gave up"; exit 1; }
+  sleep 0.2
+done
+t1=$(now_ns)
+check_all_succeeded "$bl_hook" "$N_BACKLOG"
+anon1=$(worker_anon_kb)
+R[backlog_n]=$N_BACKLOG; R[backlog_rate]=$(rate $N_BACKLOG $((t1 - t0)))
+R[backlog_rates_per_chunk]=$(IFS=,; echo "${rates[*]}")
+R[memory_before_kb]=$anon0; R[memory_after_kb]=$anon1; R[memory_growth_kb]=$((anon1 - anon0))
+echo "backlog: $N_BACKLOG queued in one transaction (${R[backlog_enqueue_rate]} calls/s), drained at ${R[backlog_rate]}/s overall; per $chunk: ${R[backlog_rates_per_chunk]}"
+echo "memory: worker private memory ${anon0} kB before, ${anon1} kB after $N_BACKLOG deliveries (growth $((anon1 - anon0)) kB; target <= 16384 kB over 1,000,000)"
+fi
+
+# --- pg_net, when installed -------------------------------------------------------------------
+if phase pg_net; then
+if [ $quick = 1 ]; then
+  :
+elif [ -f "$(aw_as_postgres "pg_config --sharedir")/extension/pg_net.control" ]; then
+  echo "== pg_net is installed: measuring it side by side (same body, same nginx)"
+  aw_as_postgres "pg_ctl -D '$work/data' -m fast stop >/dev/null"
+  sed -i "s/^shared_preload_libraries = 'aloro_webhook'/shared_preload_libraries = 'aloro_webhook, pg_net'/" "$work/data/postgresql.conf"
+  for b in 200 1000 3000 10000; do
+    sed -i '/^pg_net.batch_size/d' "$work/data/postgresql.conf"; echo "pg_net.batch_size = $b" >> "$work/data/postgresql.conf"
+    aw_as_postgres "pg_ctl -D '$work/data' -l '$work/server.log' -w start >/dev/null"
+    psql_ "-c 'SET client_min_messages = warning' -c 'CREATE EXTENSION IF NOT EXISTS pg_net'" >/dev/null
+    psql_ "-c 'TRUNCATE net._http_response'" >/dev/null
+    printf '%s' "$(cat "$work/body.json")" > "$work/body.sql.txt"; chown postgres "$work/body.sql.txt"
+    sqlf "CREATE TEMP TABLE b AS SELECT pg_read_file('$work/body.sql.txt')::jsonb AS body;
+SELECT count(net.http_post('http://127.0.0.1:$nport/pgnet', (SELECT body FROM b))) FROM generate_series(1, $N);" >/dev/null
+    t0=$(now_ns)
+    until [ "$(psql_ "-c 'SELECT count(*) FROM net._http_response'")" -ge "$N" ]; do
+      [ $(( ($(now_ns) - t0) / 1000000000 )) -gt 600 ] && break; sleep 0.05; done
+    t1=$(now_ns)
+    good=$(psql_ "-c 'SELECT count(*) FROM net._http_response WHERE status_code = 200'")
+    R[pg_net_${b}_good_rate]=$(rate "$good" $((t1 - t0)))
+    echo "pg_net batch_size $b: $good of $N answered 200, ${R[pg_net_${b}_good_rate]} good/s"
+    aw_as_postgres "pg_ctl -D '$work/data' -m fast stop >/dev/null"
+  done
+  best=0; for b in 200 1000 3000 10000; do [ "${R[pg_net_${b}_good_rate]}" -gt $best ] && best=${R[pg_net_${b}_good_rate]}; done
+  R[pg_net_best_good_rate]=$best
+  R[drain_vs_pg_net]=$(ratio "${R[drain_rate]}" "$best")
+  echo "aloro_webhook's drain is ${R[drain_vs_pg_net]}x pg_net's best good rate (target >= 3)"
+else
+  echo "pg_net: not installed here, not measured"
+fi
+fi
+
+# --- the summary, as the README's table ------------------------------------------------------
+v() { echo "${R[$1]:-n/a}"; }
+{
+  echo "| figure | measured | compared with | target |"
+  echo "|---|---|---|---|"
+  echo "| bare client (\`curl -Z --parallel-max 64\`), same body, same nginx | $(v bare_rate) POST/s | | |"
+  echo "| drain: $N queued in one transaction | $(v drain_rate) deliveries/s | $(v drain_vs_bare) of the bare client | ≥ 0.5 |"
+  if [ -n "${R[pg_net_best_good_rate]:-}" ]; then
+    echo "| pg_net, same body, same nginx, best batch size (200 / 1,000 / 3,000 / 10,000) | $(v pg_net_best_good_rate) answered 200/s ($(v pg_net_200_good_rate) / $(v pg_net_1000_good_rate) / $(v pg_net_3000_good_rate) / $(v pg_net_10000_good_rate)) | drain is $(v drain_vs_pg_net)× pg_net's best | ≥ 3× |"
+  fi
+  echo "| drain while another session holds a snapshot open | $(v long_tx_rate) deliveries/s | $(v long_tx_vs_clean) of the clean drain | ≥ 0.7 |"
+  echo "| commit → receiver at 100 calls/s | p50 $(v latency_100_p50_ms) ms, p99 $(v latency_100_p99_ms) ms | | p99 ≤ 20 ms |"
+  echo "| commit → receiver at 1,000 calls/s for ${LAT_T} s | p50 $(v latency_1000_p50_ms) ms, p99 $(v latency_1000_p99_ms) ms; queue empty $(v latency_1000_backlog_ms) ms after the last commit | | no backlog, p99 ≤ 100 ms |"
+  echo "| ending calls while they are delivered (pgbench, 4 clients) | $(v enqueue_calls_tps) calls/s | $(v enqueue_vs_plain) of the same inserts into a plain table ($(v enqueue_plain_tps)/s) | ≥ 0.6 |"
+  echo "| drain with 1% to an endpoint that never answers | $(v isolation_rate) deliveries/s | $(v isolation_vs_clean) of the clean drain | ≥ 0.8 |"
+  echo "| ending one call: 1 MB transcript, 100 webhooks | $(v fanout_ms) ms, $(v fanout_bodies_stored) body stored | | |"
+  echo "| backlog: $(v backlog_n) queued in one transaction, drained | $(v backlog_rate) deliveries/s overall; per ${chunk}: $(v backlog_rates_per_chunk) | | steady |"
+  echo "| worker private memory over $(v backlog_n) deliveries | $(v memory_before_kb) kB → $(v memory_after_kb) kB (+$(v memory_growth_kb) kB) | | ≤ +16 MB |"
+} > "${out_json%.json}.md"
+echo "== summary"
+cat "${out_json%.json}.md"
+
+# --- the JSON ----------------------------------------------------------------------------------
+{
+  echo "{"
+  echo "  \"machine\": {\"cores\": $(nproc), \"kernel\": \"$(uname -r)\", \"postgres\": \"$(aw_as_postgres "pg_config --version")\", \"quick\": $([ $quick = 1 ] && echo true || echo false)},"
+  first=1
+  for k in $(printf '%s\n' "${!R[@]}" | sort); do
+    v=${R[$k]}
+    [[ "$v" =~ ^-?[0-9]+(\.[0-9]+)?$ ]] || v="\"$v\""
+    [ $first = 1 ] || echo ","
+    printf '  "%s": %s' "$k" "$v"; first=0
+  done
+  echo; echo "}"
+} > "$out_json"
+echo "== results written to $out_json and ${out_json%.json}.md"

@@ -1,0 +1,75 @@
+# aloro_webhook.workers = 2: two delivery workers share the queue -- both
+# claim, no delivery is sent twice, the per-webhook in-flight cap and the
+# rate limit hold across them, and every delivery arrives.
+use strict;
+use warnings;
+
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+
+use FindBin;
+use lib $FindBin::RealBin;
+use AloroTest;
+
+my $node = aw_node('workers', conf => {
+	'aloro_webhook.workers' => '2',
+	'aloro_webhook.max_in_flight_per_webhook' => '4' });
+my $rcv = start_receiver(name => 'workers');
+ok(poll_until($node,
+		"SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'aloro_webhook worker'", '2', 30),
+	'two delivery workers run');
+sub sql { return $node->safe_psql('postgres', $_[0]); }
+
+# a slow endpoint: claims stay long enough to be seen
+{
+	my $wid = add_webhook($node, "$rcv->{url}/slow/150", tag => 'w_slow');
+	my @ids = end_calls($node, 'call_w_slow', 60, tag => 'w_slow');
+	my (%tokens, $max_in_flight);
+	$max_in_flight = 0;
+	wait_until(sub {
+			my $r = sql("SELECT count(*), string_agg(DISTINCT claimed_by::text, ',')
+			               FROM aloro_webhook.queue WHERE webhook_id = $wid AND claimed_by IS NOT NULL");
+			my ($n, $t) = split /\|/, $r;
+			$max_in_flight = $n if $n > $max_in_flight;
+			$tokens{$_} = 1 for grep { length } split /,/, ($t // '');
+			return sql("SELECT count(*) FROM aloro_webhook.queue WHERE webhook_id = $wid") eq '0';
+		}, 60, 'the slow webhook drained');
+	is(scalar(keys %tokens), 2, 'both workers claimed deliveries of the same webhook');
+	cmp_ok($max_in_flight, '<=', 4, "max_in_flight_per_webhook 4 holds across the workers (saw $max_in_flight)");
+	is(sql("SELECT count(*) FROM aloro_webhook.deliveries WHERE webhook_id = $wid AND status = 'succeeded' AND attempts = 1"),
+		'60', 'all 60 delivered, each at the first attempt');
+}
+
+# many at once: each delivery arrives exactly once
+{
+	add_webhook($node, "$rcv->{url}/ok/many", tag => 'w_many');
+	my @ids = end_calls($node, 'call_w_many', 2000, tag => 'w_many');
+	ok(poll_until($node,
+			"SELECT count(*) = 2000 FROM aloro_webhook.deliveries WHERE call_id LIKE 'call_w_many_%' AND status = 'succeeded'",
+			't', 90), '2,000 delivered by two workers');
+	my %seen;
+	$seen{ $_->{headers}{'x-aloro-delivery'} }++ for grep { $_->{path} eq '/ok/many' } receiver_log($rcv);
+	is(scalar(keys %seen), 2000, 'the receiver saw every one');
+	is(scalar(grep { $_ > 1 } values %seen), 0, 'none was sent twice');
+}
+
+# a rate limit holds across the workers
+{
+	my $wid = sql("INSERT INTO aloro_webhook.webhooks (url, assistant_id, rate_limit)
+		VALUES ('$rcv->{url}/ok/paced', 'w_rate', 4) RETURNING id");
+	end_calls($node, 'call_w_rate', 12, tag => 'w_rate');
+	ok(poll_until($node,
+			"SELECT count(*) = 12 FROM aloro_webhook.deliveries WHERE webhook_id = $wid AND status = 'succeeded'", 't', 60),
+		'the rate-limited webhook got all 12');
+	my @t = sort { $a <=> $b } map { $_->{t} / 1000 } grep { $_->{path} eq '/ok/paced' } receiver_log($rcv);
+	my $max = 0;
+	for my $i (0 .. $#t)
+	{
+		my $n = grep { $_ >= $t[$i] && $_ < $t[$i] + 1 } @t;
+		$max = $n if $n > $max;
+	}
+	cmp_ok($max, '<=', 6, "rate_limit 4 with two workers: at most 6 in any second (saw $max)");
+}
+
+done_testing();
