@@ -11,6 +11,8 @@ for p in "${pkgs[@]}"; do
 done
 # npm comes with some Node.js builds; Debian's nodejs needs its npm package
 command -v npm >/dev/null 2>&1 || missing+=(npm)
+# libFuzzer comes with clang (scripts/fuzz.sh)
+command -v clang >/dev/null 2>&1 || command -v clang-14 >/dev/null 2>&1 || missing+=(clang)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "== installing: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive

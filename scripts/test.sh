@@ -2,7 +2,8 @@
 # The test command: installs what is missing, builds warning-free, installs
 # the extension, and runs every test (pg_regress, then the TAP suite) as the
 # postgres user from a scratch copy of the tree that postgres owns; then the
-# benchmark's smoke run (test/bench/run.sh --quick).
+# fuzz harnesses briefly (scripts/fuzz.sh 10) and the benchmark's smoke run
+# (test/bench/run.sh --quick).
 #
 #   bash scripts/test.sh            everything
 #   bash scripts/test.sh regress    pg_regress only
@@ -29,6 +30,9 @@ if [ $status -ne 0 ]; then
   exit $status
 fi
 if [ "$what" = installcheck ]; then
+  # the libFuzzer harnesses over src/validate.c, briefly
+  echo "== fuzzing (scripts/fuzz.sh 10)"
+  bash "$aw_root/scripts/fuzz.sh" 10
   # the benchmark's smoke run: it fails only when a delivery is lost, never on a figure
   echo "== benchmark smoke run (test/bench/run.sh --quick)"
   BENCH_JSON=/tmp/aloro_webhook_bench_quick.json bash "$aw_root/test/bench/run.sh" --quick

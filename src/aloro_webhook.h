@@ -130,8 +130,6 @@ extern char *aw_standard_signature(const char *secret, const char *msg_id,
 
 /* url.c */
 #define AW_URL_PASSWORD_MASK "***"
-extern const char *aw_url_problem(const char *url);
-extern bool aw_url_password_span(const char *url, int *start, int *len);
 extern char *aw_url_masked(const char *url);
 extern char *aw_url_with_password(const char *url, const char *password);
 extern bool aw_check_allowed_networks(char **newval, void **extra, GucSource source);

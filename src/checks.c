@@ -26,6 +26,7 @@
 #include "utils/rel.h"
 
 #include "health.h"
+#include "validate.h"
 
 /* the jsonb type of a value, as users call it */
 static const char *
@@ -226,37 +227,6 @@ aw_check_signature_scheme(Relation rel, HeapTuple tuple)
 				 errhint("aloro_webhook.generate_secret() makes one.")));
 }
 
-/* an HTTP token (RFC 9110 field-name): tchar+ */
-static bool
-aw_is_token(const char *s, int len)
-{
-	if (len == 0)
-		return false;
-	for (int i = 0; i < len; i++)
-	{
-		unsigned char c = (unsigned char) s[i];
-
-		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-			  strchr("!#$%&'*+-.^_`|~", c) != NULL) || c == '\0')
-			return false;
-	}
-	return true;
-}
-
-/* a header the extension sets itself, or one that would break the request framing */
-static bool
-aw_is_reserved_header(const char *name, int len)
-{
-	static const char *const reserved[] = {"content-type", "content-length", "host", "user-agent",
-	"transfer-encoding", "connection", "expect", "te", "trailer", "upgrade", "keep-alive"};
-
-	for (size_t i = 0; i < lengthof(reserved); i++)
-		if ((size_t) len == strlen(reserved[i]) && pg_strncasecmp(name, reserved[i], len) == 0)
-			return true;
-	return (len >= 8 && pg_strncasecmp(name, "x-aloro-", 8) == 0) ||
-		(len >= 8 && pg_strncasecmp(name, "webhook-", 8) == 0);
-}
-
 /*
  * headers must be an object of string values, each name an HTTP token the
  * extension does not set itself, each value free of CR, LF and NUL.  The
@@ -290,12 +260,12 @@ aw_check_headers(Relation rel, HeapTuple tuple)
 		if (tok == WJB_KEY)
 		{
 			name = pnstrdup(v.val.string.val, v.val.string.len);
-			if (!aw_is_token(v.val.string.val, v.val.string.len))
+			if (!aw_header_name_ok(v.val.string.val, v.val.string.len))
 				ereport(ERROR,
 						(errcode(ERRCODE_CHECK_VIOLATION),
 						 errmsg("invalid webhook header name \"%s\"", name),
 						 errhint("A header name is letters, digits and !#$%%&'*+-.^_`|~, such as X-Api-Key.")));
-			if (aw_is_reserved_header(v.val.string.val, v.val.string.len))
+			if (aw_header_reserved(v.val.string.val, v.val.string.len))
 				ereport(ERROR,
 						(errcode(ERRCODE_CHECK_VIOLATION),
 						 errmsg("webhook header \"%s\" cannot be set: the extension sets it", name),
@@ -308,15 +278,10 @@ aw_check_headers(Relation rel, HeapTuple tuple)
 						(errcode(ERRCODE_CHECK_VIOLATION),
 						 errmsg("webhook header \"%s\" must have a string value", name),
 						 errhint("Write numbers as strings: {\"X-Tenant\": \"42\"}.")));
-			for (int i = 0; i < v.val.string.len; i++)
-			{
-				char		c = v.val.string.val[i];
-
-				if (c == '\r' || c == '\n' || c == '\0')
-					ereport(ERROR,
-							(errcode(ERRCODE_CHECK_VIOLATION),
-							 errmsg("webhook header \"%s\" has a CR, LF or NUL character in its value", name)));
-			}
+			if (!aw_header_value_ok(v.val.string.val, v.val.string.len))
+				ereport(ERROR,
+						(errcode(ERRCODE_CHECK_VIOLATION),
+						 errmsg("webhook header \"%s\" has a CR, LF or NUL character in its value", name)));
 		}
 	}
 }

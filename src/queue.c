@@ -32,10 +32,12 @@
 #include "utils/resowner.h"
 
 #include "queue.h"
+#include "rate.h"
 #include "spi_util.h"
 
 static SPIPlanPtr aw_plan_candidates = NULL;
 static SPIPlanPtr aw_plan_claim = NULL;
+static SPIPlanPtr aw_plan_claim_read = NULL;
 static SPIPlanPtr aw_plan_next_due = NULL;
 static SPIPlanPtr aw_plan_record = NULL;
 static SPIPlanPtr aw_plan_record_by_id = NULL;
@@ -79,7 +81,7 @@ aw_queue_extension_oid(AwQueueState *state)
 void
 aw_queue_forget_plans(void)
 {
-	SPIPlanPtr *plans[] = {&aw_plan_candidates, &aw_plan_claim, &aw_plan_next_due,
+	SPIPlanPtr *plans[] = {&aw_plan_candidates, &aw_plan_claim, &aw_plan_claim_read, &aw_plan_next_due,
 		&aw_plan_record, &aw_plan_record_by_id, &aw_plan_release, &aw_plan_orphans,
 	&aw_plan_fail_orphans};
 
@@ -175,8 +177,7 @@ aw_queue_candidates(int limit, const int64 *exclude, int nexclude, const AwCurso
 		 * is one locked by someone else.
 		 */
 		aw_plan_candidates = aw_prepare(
-										"SELECT q.ctid, q.webhook_id, q.bytes, q.due_at, q.delivery_id, "
-										"       (SELECT w.rate_limit FROM aloro_webhook.webhooks w WHERE w.id = q.webhook_id) "
+										"SELECT q.ctid, q.webhook_id, q.bytes, q.due_at, q.delivery_id "
 										"  FROM aloro_webhook.queue q "
 										" WHERE q.ctid = ANY (ARRAY("
 										"   SELECT c.ctid "
@@ -200,6 +201,7 @@ aw_queue_candidates(int limit, const int64 *exclude, int nexclude, const AwCurso
 										"   FOR UPDATE OF q SKIP LOCKED",
 										5, types);
 	}
+	aw_rate_limits_refresh();
 	args[0] = Int32GetDatum(limit);
 	args[1] = aw_int8_array(exclude, nexclude);
 	aw_cursor_datums(cur, &args[2]);
@@ -216,9 +218,7 @@ aw_queue_candidates(int limit, const int64 *exclude, int nexclude, const AwCurso
 		out[i].bytes = DatumGetInt32(SPI_getbinval(t, desc, 3, &isnull));
 		out[i].due_at = DatumGetTimestampTz(SPI_getbinval(t, desc, 4, &isnull));
 		out[i].delivery_id = DatumGetInt64(SPI_getbinval(t, desc, 5, &isnull));
-		out[i].rate_limit = DatumGetInt32(SPI_getbinval(t, desc, 6, &isnull));
-		if (isnull)
-			out[i].rate_limit = 0;
+		out[i].rate_limit = aw_rate_limit_of(out[i].webhook_id);
 	}
 	return (int) SPI_processed;
 }
@@ -267,18 +267,23 @@ aw_claim_headers(AwDelivery *d, Datum headers, bool isnull)
  *		Marks the given queue row versions in flight, held by this worker's
  *		token, and fills into[0..k) -- deliveries the worker made, each with
  *		its memory context -- with them: their bodies and their webhook's URL,
- *		signature scheme and secrets (the previous one during a rotation's
- *		overlap).  Returns k; a row whose webhook is gone is left alone
- *		(the sweep fails it).  They were locked by aw_queue_candidates in
- *		this same transaction, so they are still pending and unclaimed; the
- *		statement says nothing else about them, so that the only plan is a
- *		TID scan.
+ *		signature scheme, secrets (the previous one during a rotation's
+ *		overlap) and headers.  Returns k; a row whose webhook is gone is left
+ *		alone (the sweep fails it).  They were locked by aw_queue_candidates
+ *		in this same transaction, so they are still pending and unclaimed.
+ *
+ * Two statements, so that neither plan can depend on the queue's
+ * statistics: the claim names queue rows by ctid and joins nothing (a join
+ * on delivery_id would let the planner walk the whole primary key instead
+ * when the queue was last analyzed empty and then filled in bulk), and the
+ * read of what the requests need starts from the claimed ids.
  */
 int
 aw_queue_claim(const ItemPointerData *tids, int n, int64 token, AwDelivery **into)
 {
 	Datum		args[2];
 	uint64		got;
+	int64	   *ids;
 
 	if (aw_plan_claim == NULL)
 	{
@@ -287,21 +292,50 @@ aw_queue_claim(const ItemPointerData *tids, int n, int64 token, AwDelivery **int
 		aw_plan_claim = aw_prepare(
 								   "UPDATE aloro_webhook.queue q "
 								   "   SET claimed_by = $2, claimed_at = pg_catalog.now() "
-								   "  FROM aloro_webhook.delivery_log d "
-								   "  JOIN aloro_webhook.webhooks w ON w.id = d.webhook_id "
-								   "  LEFT JOIN aloro_webhook.payloads p ON p.id = d.payload_id "
-								   " WHERE q.ctid = ANY ($1) AND d.id = q.delivery_id "
-								   "RETURNING q.delivery_id, q.webhook_id, p.body, d.attempts, d.budget_start, "
-								   "          w.url, w.url_password, w.secret, q.ctid, w.signature_scheme = 'standard', "
-								   "          CASE WHEN w.previous_secret_until > pg_catalog.now() THEN w.previous_secret END, "
-								   "          w.headers",
+								   " WHERE q.ctid = ANY ($1) "
+								   /* a scalar subquery, not a join: the webhook must still exist */
+								   "   AND (SELECT true FROM aloro_webhook.webhooks w WHERE w.id = q.webhook_id) "
+								   "RETURNING q.delivery_id, q.webhook_id, q.ctid",
 								   2, types);
+		aw_plan_claim_read = aw_prepare(
+										"SELECT d.id, p.body, d.attempts, d.budget_start, "
+										"       w.url, w.url_password, w.secret, w.signature_scheme = 'standard', "
+										"       CASE WHEN w.previous_secret_until > pg_catalog.now() THEN w.previous_secret END, "
+										"       w.headers "
+										"  FROM ROWS FROM (pg_catalog.unnest($1)) WITH ORDINALITY AS k(id, i) "
+										"  JOIN aloro_webhook.delivery_log d ON d.id = k.id "
+										"  JOIN aloro_webhook.webhooks w ON w.id = d.webhook_id "
+										"  LEFT JOIN aloro_webhook.payloads p ON p.id = d.payload_id "
+										" ORDER BY k.i",
+										1, (Oid[]) {INT8ARRAYOID});
 	}
 	args[0] = aw_tid_array(tids, n);
 	args[1] = Int64GetDatum(token);
 	if (SPI_execute_plan(aw_plan_claim, args, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
 		elog(ERROR, "could not claim deliveries");
 	got = Min(SPI_processed, (uint64) n);
+	ids = palloc(sizeof(int64) * Max(got, 1));
+	for (uint64 i = 0; i < got; i++)
+	{
+		HeapTuple	t = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		AwDelivery *d = into[i];
+		bool		isnull;
+
+		d->id = ids[i] = DatumGetInt64(SPI_getbinval(t, desc, 1, &isnull));
+		d->webhook_id = DatumGetInt64(SPI_getbinval(t, desc, 2, &isnull));
+		ItemPointerCopy((ItemPointer) DatumGetPointer(SPI_getbinval(t, desc, 3, &isnull)), &d->ctid);
+	}
+	if (got == 0)
+		return 0;
+
+	args[0] = aw_int8_array(ids, (int) got);
+	if (SPI_execute_plan(aw_plan_claim_read, args, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read the claimed deliveries");
+	/* each claimed delivery has its delivery_log row and webhook: the rows come in ids' order */
+	if (SPI_processed != got)
+		elog(ERROR, "claimed " UINT64_FORMAT " deliveries but found " UINT64_FORMAT " of them",
+			 got, (uint64) SPI_processed);
 	for (uint64 i = 0; i < got; i++)
 	{
 		HeapTuple	t = SPI_tuptable->vals[i];
@@ -310,14 +344,13 @@ aw_queue_claim(const ItemPointerData *tids, int n, int64 token, AwDelivery **int
 		bool		isnull;
 		char	   *password;
 
-		d->id = DatumGetInt64(SPI_getbinval(t, desc, 1, &isnull));
-		d->webhook_id = DatumGetInt64(SPI_getbinval(t, desc, 2, &isnull));
-		d->body = aw_spi_text(t, desc, 3, d->cxt);
+		Assert(DatumGetInt64(SPI_getbinval(t, desc, 1, &isnull)) == d->id);
+		d->body = aw_spi_text(t, desc, 2, d->cxt);
 		d->body_len = d->body ? strlen(d->body) : 0;
-		d->attempts = DatumGetInt32(SPI_getbinval(t, desc, 4, &isnull));
-		d->budget_start = DatumGetInt32(SPI_getbinval(t, desc, 5, &isnull));
-		d->url = aw_spi_text(t, desc, 6, d->cxt);
-		password = aw_spi_text(t, desc, 7, d->cxt);
+		d->attempts = DatumGetInt32(SPI_getbinval(t, desc, 3, &isnull));
+		d->budget_start = DatumGetInt32(SPI_getbinval(t, desc, 4, &isnull));
+		d->url = aw_spi_text(t, desc, 5, d->cxt);
+		password = aw_spi_text(t, desc, 6, d->cxt);
 		if (password != NULL)
 		{
 			MemoryContext old = MemoryContextSwitchTo(d->cxt);
@@ -325,11 +358,10 @@ aw_queue_claim(const ItemPointerData *tids, int n, int64 token, AwDelivery **int
 			d->url = aw_url_with_password(d->url, password);
 			MemoryContextSwitchTo(old);
 		}
-		d->secret = aw_spi_text(t, desc, 8, d->cxt);
-		ItemPointerCopy((ItemPointer) DatumGetPointer(SPI_getbinval(t, desc, 9, &isnull)), &d->ctid);
-		d->standard = DatumGetBool(SPI_getbinval(t, desc, 10, &isnull));
-		d->previous_secret = aw_spi_text(t, desc, 11, d->cxt);
-		aw_claim_headers(d, SPI_getbinval(t, desc, 12, &isnull), isnull);
+		d->secret = aw_spi_text(t, desc, 7, d->cxt);
+		d->standard = DatumGetBool(SPI_getbinval(t, desc, 8, &isnull));
+		d->previous_secret = aw_spi_text(t, desc, 9, d->cxt);
+		aw_claim_headers(d, SPI_getbinval(t, desc, 10, &isnull), isnull);
 	}
 	return (int) got;
 }
@@ -548,8 +580,9 @@ aw_record_args(AwDelivery **ds, int n, Datum *args)
 	"  RETURNING q.delivery_id), " \
 	"qu AS (" \
 	"  UPDATE aloro_webhook.queue q " \
-	"     SET due_at = s.next_attempt_at, claimed_by = NULL, claimed_at = NULL " \
-	"    FROM s WHERE %s AND q.delivery_id = s.id AND q.claimed_by = $14 " \
+	"     SET due_at = (SELECT s.next_attempt_at FROM s WHERE s.id = q.delivery_id), " \
+	"         claimed_by = NULL, claimed_at = NULL " \
+	"   WHERE %s AND q.claimed_by = $14 " \
 	"  RETURNING q.delivery_id) " \
 	"UPDATE aloro_webhook.delivery_log d " \
 	"   SET status = CASE WHEN s.orphaned THEN 'failed' ELSE s.new_status END, " \
@@ -582,7 +615,7 @@ aw_record_plan(bool by_id)
 									"q.delivery_id = ANY (ARRAY(SELECT s.id FROM s WHERE " AW_RECORD_DONE "))" :
 									"q.ctid = ANY (ARRAY(SELECT s.claimed_ctid FROM s WHERE " AW_RECORD_DONE "))",
 									by_id ?
-									AW_RECORD_RETRY :
+									"q.delivery_id = ANY (ARRAY(SELECT s.id FROM s WHERE " AW_RECORD_RETRY "))" :
 									"q.ctid = ANY (ARRAY(SELECT s.claimed_ctid FROM s WHERE " AW_RECORD_RETRY "))"),
 						   14, types);
 	return *plan;

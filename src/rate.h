@@ -13,6 +13,9 @@
 
 #include "utils/timestamp.h"
 
+extern void aw_rate_limits_refresh(void);
+extern int	aw_rate_limit_of(int64 webhook_id);
+extern void aw_rate_forget(void);
 extern bool aw_rate_ready(int64 webhook_id, int rate, TimestampTz now, TimestampTz *next_at);
 extern void aw_rate_take(int64 webhook_id, int rate, TimestampTz now);
 

@@ -51,7 +51,8 @@ aw_slots_add(AwSlots *slots, int64 webhook_id, int64 bytes)
 
 	u->n = (found ? u->n : 0) + 1;
 	slots->total++;
-	slots->bytes += bytes;
+	if (bytes > AW_SMALL_BODY)
+		slots->bytes += bytes;
 }
 
 /*
@@ -102,8 +103,12 @@ aw_slots_take(AwSlots *slots, int64 webhook_id, int64 bytes, bool *bytes_full)
 		return false;
 	if (u != NULL && u->n >= slots->webhook_cap)
 		return false;
-	/* a body larger than the byte cap goes alone */
-	if (slots->bytes + bytes > slots->byte_cap && slots->total > 0)
+	/*
+	 * Big bodies share the byte cap (one larger than it goes alone); small
+	 * ones are bounded by the request cap, so that big bodies stuck on a
+	 * dead endpoint cannot hold up everyone else's.
+	 */
+	if (bytes > AW_SMALL_BODY && slots->bytes + bytes > slots->byte_cap && slots->bytes > 0)
 	{
 		*bytes_full = true;
 		return false;

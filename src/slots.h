@@ -15,11 +15,14 @@
 #include "lib/ilist.h"
 #include "utils/hsearch.h"
 
+/* bodies up to this size do not count against aloro_webhook.max_in_flight_bytes */
+#define AW_SMALL_BODY (64 * 1024)
+
 typedef struct AwSlots
 {
 	HTAB	   *per_webhook;	/* webhook id -> requests */
 	int			total;			/* requests */
-	int64		bytes;			/* body bytes */
+	int64		bytes;			/* bytes of the big bodies (over AW_SMALL_BODY) */
 	int			cap;			/* requests at most */
 	int64		byte_cap;		/* body bytes at most (a larger body goes alone) */
 	int			webhook_cap;	/* requests to one webhook at most */

@@ -52,24 +52,30 @@ aw_paced_add(AwPaced *p, int64 webhook_id, TimestampTz next_at)
 		p->earliest = next_at;
 }
 
-/* the webhooks a scan leaves out: those at their in-flight cap, and the paced ones */
+/*
+ * the webhooks a scan leaves out: those at their in-flight cap, the paced
+ * ones, and those whose next body does not fit in the bytes left
+ */
 static int
-aw_exclusions(AwSlots *slots, AwPaced *paced, int64 **out)
+aw_exclusions(AwSlots *slots, AwPaced *paced, AwPaced *big, int64 **out)
 {
 	int64	   *full;
 	int			nfull = aw_slots_full_webhooks(slots, &full);
 	int64	   *all;
 
-	if (paced->n == 0)
+	if (paced->n == 0 && big->n == 0)
 	{
 		*out = full;
 		return nfull;
 	}
-	all = palloc(sizeof(int64) * (nfull + paced->n));
+	all = palloc(sizeof(int64) * (nfull + paced->n + big->n));
 	memcpy(all, full, sizeof(int64) * nfull);
-	memcpy(all + nfull, paced->ids, sizeof(int64) * paced->n);
+	if (paced->n > 0)
+		memcpy(all + nfull, paced->ids, sizeof(int64) * paced->n);
+	if (big->n > 0)
+		memcpy(all + nfull + paced->n, big->ids, sizeof(int64) * big->n);
 	*out = all;
-	return nfull + paced->n;
+	return nfull + paced->n + big->n;
 }
 
 /*
@@ -84,6 +90,7 @@ aw_claim_due(AwWorker *w)
 	dlist_head *held[2] = {&w->claimed, &w->in_flight};
 	bool		more_due = true;
 	bool		bytes_full = false;
+	AwPaced		big = {NULL, 0, 0};	/* webhooks whose next body is too big for the room */
 	int			claimed = 0;
 	AwPaced		paced = {NULL, 0, 0};
 	TimestampTz now = GetCurrentTimestamp();
@@ -94,10 +101,10 @@ aw_claim_due(AwWorker *w)
 		slots.cap = 0;
 
 	aw_cursors_before_scan(&w->cursors);
-	for (int round = 0; round < AW_MAX_CLAIM_ROUNDS && slots.total < slots.cap && more_due && !bytes_full; round++)
+	for (int round = 0; round < AW_MAX_CLAIM_ROUNDS && slots.total < slots.cap && more_due; round++)
 	{
 		int64	   *exclude;
-		int			nexclude = aw_exclusions(&slots, &paced, &exclude);
+		int			nexclude = aw_exclusions(&slots, &paced, &big, &exclude);
 		int			limit = Min(slots.cap - slots.total, Min(aw_batch_size, slots.webhook_cap));
 		AwCandidate *cands = palloc(sizeof(AwCandidate) * limit);
 		AwCandidate **taken = palloc(sizeof(AwCandidate *) * limit);
@@ -112,7 +119,7 @@ aw_claim_due(AwWorker *w)
 		n = aw_queue_candidates(limit, exclude, nexclude, &cur, cands);
 		more_due = (n == limit);
 		/* take each candidate while there is room for it */
-		for (int i = 0; i < n && !bytes_full; i++)
+		for (int i = 0; i < n; i++)
 		{
 			TimestampTz next_at;
 
@@ -127,6 +134,14 @@ aw_claim_due(AwWorker *w)
 				aw_rate_take(cands[i].webhook_id, cands[i].rate_limit, now);
 				taken[ntake] = &cands[i];
 				take[ntake++] = cands[i].tid;
+			}
+			else if (bytes_full)
+			{
+				/*
+				 * No room for a big body: its webhook waits for the rest of
+				 * the turn, the others' small bodies go on.
+				 */
+				aw_paced_add(&big, cands[i].webhook_id, now);
 			}
 		}
 		if (ntake == 0)
@@ -162,10 +177,10 @@ aw_claim_due(AwWorker *w)
 
 	/* when is the next one due, among webhooks with room? */
 	w->clock.have_due = false;
-	if (slots.total < slots.cap && !more_due && !bytes_full)
+	if (slots.total < slots.cap && !more_due)
 	{
 		int64	   *exclude;
-		int			nexclude = aw_exclusions(&slots, &paced, &exclude);
+		int			nexclude = aw_exclusions(&slots, &paced, &big, &exclude);
 		AwCursorArgs cur;
 
 		aw_cursors_args(&w->cursors, &cur);
@@ -194,6 +209,7 @@ aw_detach_queue(AwWorker *w)
 	aw_queue_forget_plans();
 	aw_cursors_reset(&w->cursors);
 	aw_health_forget();
+	aw_rate_forget();
 	aw_upkeep_forget(&w->upkeep);
 	w->clock.have_due = false;
 	w->extension_oid = InvalidOid;

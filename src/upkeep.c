@@ -99,11 +99,25 @@ aw_prune_batch(AwUpkeep *u, TimestampTz now)
 static void
 aw_tidy(void)
 {
-	if (SPI_execute("UPDATE aloro_webhook.webhooks "
-					"   SET previous_secret = NULL, previous_secret_until = NULL "
+	bool		isnull;
+	bool		expired;
+
+	/*
+	 * Only when there is a secret to forget: an UPDATE, even of no row, fires
+	 * the statement trigger that makes every backend re-read webhooks.
+	 */
+	if (SPI_execute("SELECT EXISTS (SELECT 1 FROM aloro_webhook.webhooks "
 					" WHERE previous_secret_until <= pg_catalog.now() OR "
-					"       (previous_secret IS NOT NULL AND previous_secret_until IS NULL)",
-					false, 0) != SPI_OK_UPDATE ||
+					"       (previous_secret IS NOT NULL AND previous_secret_until IS NULL))",
+					false, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "could not look for rotated-out secrets");
+	expired = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	if ((expired &&
+		 SPI_execute("UPDATE aloro_webhook.webhooks "
+					 "   SET previous_secret = NULL, previous_secret_until = NULL "
+					 " WHERE previous_secret_until <= pg_catalog.now() OR "
+					 "       (previous_secret IS NOT NULL AND previous_secret_until IS NULL)",
+					 false, 0) != SPI_OK_UPDATE) ||
 		SPI_execute("DELETE FROM aloro_webhook.webhook_stats "
 					" WHERE minute < pg_catalog.now() - interval '" AW_STATS_KEPT "'",
 					false, 0) != SPI_OK_DELETE ||

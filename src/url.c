@@ -25,15 +25,9 @@
 #include "utils/builtins.h"
 #include "utils/guc.h"
 
-#define AW_URL_MAX_LEN 2048
-#define AW_MAX_NETWORKS 64
+#include "validate.h"
 
-/* one CIDR block; IPv4 is kept as IPv4-mapped IPv6 */
-typedef struct AwNetwork
-{
-	unsigned char addr[16];
-	int			prefix;			/* in bits of the 128-bit form */
-} AwNetwork;
+#define AW_MAX_NETWORKS 64
 
 typedef struct AwNetworkList
 {
@@ -42,93 +36,6 @@ typedef struct AwNetworkList
 } AwNetworkList;
 
 static const AwNetworkList *aw_allowed = NULL;
-
-/*
- * aw_url_problem
- *		NULL when url is an acceptable webhook URL, else what is wrong with it.
- */
-const char *
-aw_url_problem(const char *url)
-{
-	size_t		len = strlen(url);
-	CURLU	   *h;
-	CURLUcode	rc;
-	char	   *scheme = NULL;
-	char	   *host = NULL;
-	const char *problem = NULL;
-
-	if (len == 0)
-		return "The URL is empty.";
-	if (len > AW_URL_MAX_LEN)
-		return "The URL is longer than 2048 bytes.";
-	for (size_t i = 0; i < len; i++)
-	{
-		unsigned char c = (unsigned char) url[i];
-
-		if (c <= 0x20 || c == 0x7f)
-			return "The URL contains whitespace or a control character.";
-		if (c >= 0x80)
-			return "The URL contains a non-ASCII character; percent-encode it, or use the punycode form of the host name.";
-	}
-	if (pg_strncasecmp(url, "http://", 7) != 0 && pg_strncasecmp(url, "https://", 8) != 0)
-		return "Only http:// and https:// URLs are supported.";
-	{
-		/* libcurl would read "https:///hooks" as the host "hooks" */
-		const char *after = strstr(url, "://") + 3;
-
-		if (*after == '\0' || *after == '/' || *after == '?' || *after == '#')
-			return "The URL has no host.";
-	}
-
-	h = curl_url();
-	if (h == NULL)
-		return "Out of memory while parsing the URL.";
-	rc = curl_url_set(h, CURLUPART_URL, url, 0);
-	if (rc != CURLUE_OK)
-		problem = "libcurl could not parse it as a URL.";
-	else if (curl_url_get(h, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
-			 (strcmp(scheme, "http") != 0 && strcmp(scheme, "https") != 0))
-		problem = "Only http:// and https:// URLs are supported.";
-	else if (curl_url_get(h, CURLUPART_HOST, &host, 0) != CURLUE_OK || host[0] == '\0')
-		problem = "The URL has no host.";
-	if (scheme)
-		curl_free(scheme);
-	if (host)
-		curl_free(host);
-	curl_url_cleanup(h);
-	return problem;
-}
-
-/*
- * aw_url_password_span
- *		Where the password of a URL's userinfo ("scheme://user:PASSWORD@host")
- *		starts, and how long it is; false when the URL carries none.
- */
-bool
-aw_url_password_span(const char *url, int *start, int *len)
-{
-	const char *p = strstr(url, "://");
-	const char *auth_end;
-	const char *at = NULL;
-	const char *colon;
-
-	if (p == NULL)
-		return false;
-	p += 3;
-	auth_end = p + strcspn(p, "/?#");
-	/* the userinfo ends at the last '@' of the authority */
-	for (const char *q = p; q < auth_end; q++)
-		if (*q == '@')
-			at = q;
-	if (at == NULL)
-		return false;
-	colon = memchr(p, ':', at - p);
-	if (colon == NULL)
-		return false;
-	*start = (int) (colon + 1 - url);
-	*len = (int) (at - colon - 1);
-	return true;
-}
 
 /* The URL with its password, if it has one, shown as ***. */
 char *
@@ -198,53 +105,6 @@ aloro_webhook_check_url(PG_FUNCTION_ARGS)
 				 errdetail("%s", problem),
 				 errhint("A webhook URL looks like https://example.com/webhooks/aloro.")));
 	PG_RETURN_BOOL(true);
-}
-
-/* parses "a.b.c.d/n" or "x::y/n" (prefix optional) into net */
-static bool
-aw_parse_cidr(const char *text, AwNetwork *net)
-{
-	char		buf[INET6_ADDRSTRLEN + 8];
-	char	   *slash;
-	int			maxbits;
-	struct in_addr a4;
-	struct in6_addr a6;
-
-	if (strlen(text) >= sizeof(buf))
-		return false;
-	strcpy(buf, text);
-	slash = strchr(buf, '/');
-	if (slash)
-		*slash = '\0';
-	memset(net->addr, 0, 16);
-	if (inet_pton(AF_INET, buf, &a4) == 1)
-	{
-		net->addr[10] = 0xff;
-		net->addr[11] = 0xff;
-		memcpy(net->addr + 12, &a4, 4);
-		maxbits = 32;
-	}
-	else if (inet_pton(AF_INET6, buf, &a6) == 1)
-	{
-		memcpy(net->addr, &a6, 16);
-		maxbits = 128;
-	}
-	else
-		return false;
-
-	net->prefix = maxbits;
-	if (slash)
-	{
-		char	   *end;
-		long		bits = strtol(slash + 1, &end, 10);
-
-		if (end == slash + 1 || *end != '\0' || bits < 0 || bits > maxbits)
-			return false;
-		net->prefix = (int) bits;
-	}
-	if (maxbits == 32)
-		net->prefix += 96;
-	return true;
 }
 
 /* GUC check hook: a comma-separated list of CIDR blocks */

@@ -297,6 +297,24 @@ echo "backlog: $N_BACKLOG queued in one transaction (${R[backlog_enqueue_rate]} 
 echo "memory: worker private memory ${anon0} kB before, ${anon1} kB after $N_BACKLOG deliveries (growth $((anon1 - anon0)) kB; target <= 16384 kB over 1,000,000)"
 fi
 
+# --- two workers (aloro_webhook.workers = 2): the same drain ------------------------------------
+if phase workers; then
+aw_as_postgres "pg_ctl -D '$work/data' -m fast stop >/dev/null"
+echo "aloro_webhook.workers = 2" >> "$work/data/postgresql.conf"
+aw_as_postgres "pg_ctl -D '$work/data' -l '$work/server.log' -w start >/dev/null"
+w2_hook=$(psql_ "-c \"SELECT aloro_webhook.create_webhook('http://127.0.0.1:$nport/sink', 'whsec_bench', assistant_id => 'asst_w2')\"")
+until [ "$(psql_ "-c \"SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'aloro_webhook worker'\"")" = 2 ]; do sleep 0.1; done
+sqlf "$(end_calls_sql $N w2 asst_w2)"
+t0=$(now_ns); wait_drained "$w2_hook" 600; t1=$(now_ns)
+check_all_succeeded "$w2_hook" "$N"
+R[drain_2_workers_rate]=$(rate $N $((t1 - t0)))
+R[drain_2_workers_vs_1]=$(ratio "${R[drain_2_workers_rate]}" "${R[drain_rate]:-0}")
+echo "two workers: $N queued in one transaction, ${R[drain_2_workers_rate]} deliveries/s (${R[drain_2_workers_vs_1]} of one worker's drain)"
+aw_as_postgres "pg_ctl -D '$work/data' -m fast stop >/dev/null"
+sed -i '/^aloro_webhook.workers = 2$/d' "$work/data/postgresql.conf"
+aw_as_postgres "pg_ctl -D '$work/data' -l '$work/server.log' -w start >/dev/null"
+fi
+
 # --- pg_net, when installed -------------------------------------------------------------------
 if phase pg_net; then
 if [ $quick = 1 ]; then
@@ -341,6 +359,7 @@ v() { echo "${R[$1]:-n/a}"; }
   if [ -n "${R[pg_net_best_good_rate]:-}" ]; then
     echo "| pg_net, same body, same nginx, best batch size (200 / 1,000 / 3,000 / 10,000) | $(v pg_net_best_good_rate) answered 200/s ($(v pg_net_200_good_rate) / $(v pg_net_1000_good_rate) / $(v pg_net_3000_good_rate) / $(v pg_net_10000_good_rate)) | drain is $(v drain_vs_pg_net)× pg_net's best | ≥ 3× |"
   fi
+  echo "| drain with two workers (\`aloro_webhook.workers = 2\`) | $(v drain_2_workers_rate) deliveries/s | $(v drain_2_workers_vs_1) of one worker's drain | |"
   echo "| drain while another session holds a snapshot open | $(v long_tx_rate) deliveries/s | $(v long_tx_vs_clean) of the clean drain | ≥ 0.7 |"
   echo "| commit → receiver at 100 calls/s | p50 $(v latency_100_p50_ms) ms, p99 $(v latency_100_p99_ms) ms | | p99 ≤ 20 ms |"
   echo "| commit → receiver at 1,000 calls/s for ${LAT_T} s | p50 $(v latency_1000_p50_ms) ms, p99 $(v latency_1000_p99_ms) ms; queue empty $(v latency_1000_backlog_ms) ms after the last commit | | no backlog, p99 ≤ 100 ms |"

@@ -195,4 +195,27 @@ sub wait_status { my ($id, $status, $what) = @_; return delivery_reaches($node, 
 	aw_set($node, 'aloro_webhook.retry_schedule' => undef);
 }
 
+# ---------------------------------------------------------------------------
+# big bodies stuck on a dead endpoint do not hold up small ones
+# ---------------------------------------------------------------------------
+{
+	aw_set($node, 'aloro_webhook.max_in_flight_bytes' => '1MB', 'aloro_webhook.timeout' => '20s');
+	my $big = add_webhook($node, "$rcv->{url}/hang", tag => 'big');
+	sql("INSERT INTO aloro_webhook.calls (id, status, assistant_id, transcript)
+		 SELECT 'call_big_' || g, 'completed', 'big',
+				jsonb_build_array(jsonb_build_object('speaker', 'ai', 'text', repeat('x', 200000), 'start', 0))
+		   FROM generate_series(1, 4) g");
+	ok(poll_until($node,
+			"SELECT count(*) >= 2 FROM aloro_webhook.queue WHERE webhook_id = $big AND claimed_by IS NOT NULL", 't', 20),
+		'big bodies to a hanging endpoint fill max_in_flight_bytes')
+	  or diag(sql("SELECT string_agg(format('%s %s %s %s', q.delivery_id, q.bytes, q.claimed_by IS NOT NULL, q.due_at - now()), E'\\n') FROM aloro_webhook.queue q WHERE webhook_id = $big"));
+	my $small = end_call($node, 'call_small_after_big', tag => 'hdr');
+	ok(poll_until($node, "SELECT status FROM aloro_webhook.deliveries WHERE id = $small", 'succeeded', 10),
+		'a small body to another webhook goes at once');
+	is(sql("SELECT count(*) >= 2 FROM aloro_webhook.queue WHERE webhook_id = $big AND claimed_by IS NOT NULL"), 't',
+		'while the big ones are still in flight');
+	sql("DELETE FROM aloro_webhook.webhooks WHERE id = $big");
+	aw_set($node, 'aloro_webhook.max_in_flight_bytes' => undef, 'aloro_webhook.timeout' => undef);
+}
+
 done_testing();
