@@ -146,7 +146,9 @@ aw_tid_array(const ItemPointerData *tids, int n)
  * aw_queue_candidates
  *		Up to limit due deliveries, earliest first, of enabled webhooks but
  *		those in exclude (at their in-flight cap), each webhook's scanned
- *		from after its cursor (cursor.c): their queue row versions, webhooks,
+ *		from after its cursor (cursor.c) -- with aloro_webhook.workers = N,
+ *		only this worker's share, the deliveries whose id is its index
+ *		modulo N, so that workers never reach for the same rows: their queue row versions, webhooks,
  *		body sizes and keys, into out[].  The rows are locked (SKIP LOCKED:
  *		one someone else is changing waits for a later turn), so
  *		aw_queue_claim can address them by ctid.  Deliveries of a disabled
@@ -163,11 +165,12 @@ int
 aw_queue_candidates(int limit, const int64 *exclude, int nexclude, const AwCursorArgs *cur,
 					AwCandidate *out)
 {
-	Datum		args[5];
+	Datum		args[7];
 
 	if (aw_plan_candidates == NULL)
 	{
-		Oid			types[5] = {INT4OID, INT8ARRAYOID, INT8ARRAYOID, TIMESTAMPTZARRAYOID, INT8ARRAYOID};
+		Oid			types[7] = {INT4OID, INT8ARRAYOID, INT8ARRAYOID, TIMESTAMPTZARRAYOID, INT8ARRAYOID,
+		INT8OID, INT8OID};
 
 		/*
 		 * The inner query picks, without locking, the earliest due rows of
@@ -192,6 +195,8 @@ aw_queue_candidates(int limit, const int64 *exclude, int nexclude, const AwCurso
 										"         AND (q2.due_at, q2.delivery_id) > "
 										"             (COALESCE(k.due_at, '-infinity'), COALESCE(k.delivery_id, 0)) "
 										"         AND q2.claimed_by IS NULL "
+										/* with several workers, each claims its own share of every webhook */
+										"         AND q2.delivery_id % $6 = $7 "
 										"       ORDER BY q2.due_at, q2.delivery_id LIMIT $1) c "
 										"    WHERE w.enabled AND w.id <> ALL ($2) "
 										"    ORDER BY c.due_at, c.delivery_id "
@@ -199,12 +204,14 @@ aw_queue_candidates(int limit, const int64 *exclude, int nexclude, const AwCurso
 										"   AND q.claimed_by IS NULL "
 										" ORDER BY q.due_at, q.delivery_id "
 										"   FOR UPDATE OF q SKIP LOCKED",
-										5, types);
+										7, types);
 	}
 	aw_rate_limits_refresh();
 	args[0] = Int32GetDatum(limit);
 	args[1] = aw_int8_array(exclude, nexclude);
 	aw_cursor_datums(cur, &args[2]);
+	args[5] = Int64GetDatum(aw_workers);
+	args[6] = Int64GetDatum(aw_worker_index);
 	if (SPI_execute_plan(aw_plan_candidates, args, NULL, false, limit) != SPI_OK_SELECT)
 		elog(ERROR, "could not look for due deliveries");
 	for (uint64 i = 0; i < SPI_processed; i++)
@@ -454,12 +461,13 @@ aw_queue_fail_orphans(const int64 *ids, int n)
 bool
 aw_queue_next_due(const int64 *exclude, int nexclude, const AwCursorArgs *cur, TimestampTz *due)
 {
-	Datum		args[4];
+	Datum		args[6];
 	bool		isnull;
 
 	if (aw_plan_next_due == NULL)
 	{
-		Oid			types[4] = {INT8ARRAYOID, INT8ARRAYOID, TIMESTAMPTZARRAYOID, INT8ARRAYOID};
+		Oid			types[6] = {INT8ARRAYOID, INT8ARRAYOID, TIMESTAMPTZARRAYOID, INT8ARRAYOID,
+		INT8OID, INT8OID};
 
 		aw_plan_next_due = aw_prepare(
 									  "SELECT pg_catalog.min(c.due_at) "
@@ -470,14 +478,17 @@ aw_queue_next_due(const int64 *exclude, int nexclude, const AwCursorArgs *cur, T
 									  " CROSS JOIN LATERAL ("
 									  "   SELECT q.due_at FROM aloro_webhook.queue q "
 									  "    WHERE q.webhook_id = w.id AND q.claimed_by IS NULL "
+									  "      AND q.delivery_id % $5 = $6 "
 									  "      AND (q.due_at, q.delivery_id) > "
 									  "          (COALESCE(k.due_at, '-infinity'), COALESCE(k.delivery_id, 0)) "
 									  "    ORDER BY q.due_at, q.delivery_id LIMIT 1) c "
 									  " WHERE w.enabled AND w.id <> ALL ($1)",
-									  4, types);
+									  6, types);
 	}
 	args[0] = aw_int8_array(exclude, nexclude);
 	aw_cursor_datums(cur, &args[1]);
+	args[4] = Int64GetDatum(aw_workers);
+	args[5] = Int64GetDatum(aw_worker_index);
 	if (SPI_execute_plan(aw_plan_next_due, args, NULL, false, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not look for the next due delivery");
 	if (SPI_processed == 0)
