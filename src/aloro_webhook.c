@@ -58,7 +58,6 @@ double		aw_retry_jitter = 0.0;
 int			aw_max_retry_after_s = 3600;
 char	   *aw_proxy = NULL;
 int			aw_workers = 1;
-int			aw_worker_index = 0;
 
 /* a running delivery worker, as the others and the backends see it */
 typedef struct AwWorkerSlot
@@ -444,6 +443,32 @@ aw_live_worker_tokens(int64 *out, bool include_self)
 			out[n++] = aw_shared->workers[i].token;
 	SpinLockRelease(&aw_shared->mutex);
 	return n;
+}
+
+/*
+ * This worker's share of the queue: *count workers run, and it is number
+ * *index of them (in slot order).  Workers claim the deliveries whose id is
+ * their index modulo the count; counting the running ones, not the
+ * configured aloro_webhook.workers, means a worker that could not start or
+ * has stopped leaves no share unclaimed.
+ */
+void
+aw_worker_share(int *count, int *index)
+{
+	int			n = 0;
+	int			me = 0;
+
+	SpinLockAcquire(&aw_shared->mutex);
+	for (int i = 0; i < AW_MAX_WORKERS; i++)
+		if (aw_shared->workers[i].pid != 0)
+		{
+			if (aw_shared->workers[i].pid == MyProcPid)
+				me = n;
+			n++;
+		}
+	SpinLockRelease(&aw_shared->mutex);
+	*count = Max(n, 1);
+	*index = me;
 }
 
 /* Did the last worker fail to connect to its database?  (And set it.) */

@@ -47,13 +47,13 @@ extern double aw_retry_jitter;
 extern int	aw_max_retry_after_s;
 extern char *aw_proxy;
 extern int	aw_workers;
-extern int	aw_worker_index;
 
 /* aloro_webhook.c: the running workers, and waking them */
 #define AW_MAX_WORKERS 32
 extern void aw_wake_worker_at_commit(void);
 extern void aw_worker_register(int64 token);
 extern int	aw_live_worker_tokens(int64 *out, bool include_self);
+extern void aw_worker_share(int *count, int *index);
 extern bool aw_database_missing(void);
 extern void aw_set_database_missing(bool missing);
 extern TimestampTz aw_take_rewind(void);

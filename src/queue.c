@@ -1,7 +1,8 @@
 /*-------------------------------------------------------------------------
  * queue.c
  *		The worker's SQL: releasing stale claims, claiming due deliveries,
- *		and recording attempts.  All of it runs over SPI inside the short
+ *		the next due time, deliveries of deleted webhooks.  Recording the
+ *		attempts is record.c.  All of it runs over SPI inside the short
  *		transactions that worker.c opens; none of it waits on the network.
  *
  * The worker works on aloro_webhook.queue, the narrow table of pending
@@ -39,14 +40,10 @@ static SPIPlanPtr aw_plan_candidates = NULL;
 static SPIPlanPtr aw_plan_claim = NULL;
 static SPIPlanPtr aw_plan_claim_read = NULL;
 static SPIPlanPtr aw_plan_next_due = NULL;
-static SPIPlanPtr aw_plan_record = NULL;
-static SPIPlanPtr aw_plan_record_by_id = NULL;
 static SPIPlanPtr aw_plan_release = NULL;
 static SPIPlanPtr aw_plan_orphans = NULL;
 static SPIPlanPtr aw_plan_fail_orphans = NULL;
 
-/* the token of the worker whose results aw_queue_record is writing */
-static int64 aw_record_token = 0;
 
 /*
  * The extension's OID in this database (as of this transaction), or
@@ -82,7 +79,7 @@ void
 aw_queue_forget_plans(void)
 {
 	SPIPlanPtr *plans[] = {&aw_plan_candidates, &aw_plan_claim, &aw_plan_claim_read, &aw_plan_next_due,
-		&aw_plan_record, &aw_plan_record_by_id, &aw_plan_release, &aw_plan_orphans,
+		&aw_plan_release, &aw_plan_orphans,
 	&aw_plan_fail_orphans};
 
 	for (size_t i = 0; i < lengthof(plans); i++)
@@ -91,6 +88,7 @@ aw_queue_forget_plans(void)
 			SPI_freeplan(*plans[i]);
 			*plans[i] = NULL;
 		}
+	aw_record_forget_plans();
 }
 
 /*
@@ -146,9 +144,9 @@ aw_tid_array(const ItemPointerData *tids, int n)
  * aw_queue_candidates
  *		Up to limit due deliveries, earliest first, of enabled webhooks but
  *		those in exclude (at their in-flight cap), each webhook's scanned
- *		from after its cursor (cursor.c) -- with aloro_webhook.workers = N,
- *		only this worker's share, the deliveries whose id is its index
- *		modulo N, so that workers never reach for the same rows: their queue row versions, webhooks,
+ *		from after its cursor (cursor.c) -- with several workers running,
+ *		only this worker's share (aw_worker_share), so that workers never
+ *		reach for the same rows: their queue row versions, webhooks,
  *		body sizes and keys, into out[].  The rows are locked (SKIP LOCKED:
  *		one someone else is changing waits for a later turn), so
  *		aw_queue_claim can address them by ctid.  Deliveries of a disabled
@@ -166,6 +164,8 @@ aw_queue_candidates(int limit, const int64 *exclude, int nexclude, const AwCurso
 					AwCandidate *out)
 {
 	Datum		args[7];
+	int			share_count;
+	int			share_index;
 
 	if (aw_plan_candidates == NULL)
 	{
@@ -210,8 +210,9 @@ aw_queue_candidates(int limit, const int64 *exclude, int nexclude, const AwCurso
 	args[0] = Int32GetDatum(limit);
 	args[1] = aw_int8_array(exclude, nexclude);
 	aw_cursor_datums(cur, &args[2]);
-	args[5] = Int64GetDatum(aw_workers);
-	args[6] = Int64GetDatum(aw_worker_index);
+	aw_worker_share(&share_count, &share_index);
+	args[5] = Int64GetDatum(share_count);
+	args[6] = Int64GetDatum(share_index);
 	if (SPI_execute_plan(aw_plan_candidates, args, NULL, false, limit) != SPI_OK_SELECT)
 		elog(ERROR, "could not look for due deliveries");
 	for (uint64 i = 0; i < SPI_processed; i++)
@@ -463,6 +464,8 @@ aw_queue_next_due(const int64 *exclude, int nexclude, const AwCursorArgs *cur, T
 {
 	Datum		args[6];
 	bool		isnull;
+	int			share_count;
+	int			share_index;
 
 	if (aw_plan_next_due == NULL)
 	{
@@ -487,291 +490,13 @@ aw_queue_next_due(const int64 *exclude, int nexclude, const AwCursorArgs *cur, T
 	}
 	args[0] = aw_int8_array(exclude, nexclude);
 	aw_cursor_datums(cur, &args[1]);
-	args[4] = Int64GetDatum(aw_workers);
-	args[5] = Int64GetDatum(aw_worker_index);
+	aw_worker_share(&share_count, &share_index);
+	args[4] = Int64GetDatum(share_count);
+	args[5] = Int64GetDatum(share_index);
 	if (SPI_execute_plan(aw_plan_next_due, args, NULL, false, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not look for the next due delivery");
 	if (SPI_processed == 0)
 		return false;
 	*due = DatumGetTimestampTz(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	return !isnull;
-}
-
-/* builds the arrays for the record statement from ds[0..n) */
-static void
-aw_record_args(AwDelivery **ds, int n, Datum *args)
-{
-	Datum	   *ids = palloc(sizeof(Datum) * n);
-	Datum	   *attempt = palloc(sizeof(Datum) * n);
-	Datum	   *started = palloc(sizeof(Datum) * n);
-	Datum	   *duration = palloc(sizeof(Datum) * n);
-	Datum	   *http = palloc(sizeof(Datum) * n);
-	bool	   *http_null = palloc(sizeof(bool) * n);
-	Datum	   *error = palloc(sizeof(Datum) * n);
-	bool	   *error_null = palloc(sizeof(bool) * n);
-	Datum	   *resp = palloc(sizeof(Datum) * n);
-	bool	   *resp_null = palloc(sizeof(bool) * n);
-	Datum	   *status = palloc(sizeof(Datum) * n);
-	Datum	   *next = palloc(sizeof(Datum) * n);
-	bool	   *next_null = palloc(sizeof(bool) * n);
-	Datum	   *record = palloc(sizeof(Datum) * n);
-	Datum	   *hooks = palloc(sizeof(Datum) * n);
-	Datum	   *tids = palloc(sizeof(Datum) * n);
-	int			dims[1] = {n};
-
-	int			lbs[1] = {1};
-
-	for (int i = 0; i < n; i++)
-	{
-		AwOutcome  *r = &ds[i]->outcome;
-
-		ids[i] = Int64GetDatum(ds[i]->id);
-		attempt[i] = Int32GetDatum(r->attempt);
-		started[i] = TimestampTzGetDatum(r->started_at);
-		duration[i] = Int32GetDatum(r->duration_ms);
-		http[i] = Int32GetDatum(r->http_status);
-		http_null[i] = r->http_status == 0;
-		error[i] = r->error ? CStringGetTextDatum(r->error) : (Datum) 0;
-		error_null[i] = r->error == NULL;
-		resp[i] = r->response_body ? CStringGetTextDatum(r->response_body) : (Datum) 0;
-		resp_null[i] = r->response_body == NULL;
-		status[i] = CStringGetTextDatum(r->new_status);
-		next[i] = TimestampTzGetDatum(r->next_attempt_at);
-		next_null[i] = r->next_attempt_at == 0;
-		record[i] = BoolGetDatum(r->record_attempt);
-		hooks[i] = Int64GetDatum(ds[i]->webhook_id);
-		tids[i] = PointerGetDatum(&ds[i]->ctid);
-	}
-#define AW_ARR(vals, nullsv, typ, len, byval, align) \
-	PointerGetDatum(construct_md_array(vals, nullsv, 1, dims, lbs, typ, len, byval, align))
-	args[0] = AW_ARR(ids, NULL, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE);
-	args[1] = AW_ARR(attempt, NULL, INT4OID, 4, true, TYPALIGN_INT);
-	args[2] = AW_ARR(started, NULL, TIMESTAMPTZOID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE);
-	args[3] = AW_ARR(duration, NULL, INT4OID, 4, true, TYPALIGN_INT);
-	args[4] = AW_ARR(http, http_null, INT4OID, 4, true, TYPALIGN_INT);
-	args[5] = AW_ARR(error, error_null, TEXTOID, -1, false, TYPALIGN_INT);
-	args[6] = AW_ARR(resp, resp_null, TEXTOID, -1, false, TYPALIGN_INT);
-	args[7] = AW_ARR(status, NULL, TEXTOID, -1, false, TYPALIGN_INT);
-	args[8] = AW_ARR(next, next_null, TIMESTAMPTZOID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE);
-	args[9] = AW_ARR(record, NULL, BOOLOID, 1, true, TYPALIGN_CHAR);
-	args[10] = AW_ARR(hooks, NULL, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE);
-	args[11] = AW_ARR(tids, NULL, TIDOID, sizeof(ItemPointerData), false, TYPALIGN_SHORT);
-#undef AW_ARR
-}
-
-/*
- * The record statement: the attempt rows, and each delivery's new state.
- * The first %s says how the queue rows to delete (finished deliveries) are
- * found, the second how those to update (retries) are: by the row versions
- * we claimed (a TID scan, whatever the statistics say), or, for a row
- * someone changed since, by delivery id.  Only deliveries whose queue row
- * we still held are recorded.  No two of its parts are joined to each
- * other: each reads s, or arrays made from it.
- */
-#define AW_RECORD_SQL \
-	"WITH s AS (" \
-	"  SELECT r.*, " \
-	/* a retry is pointless once the webhook is deleted */ \
-	"         (r.new_status = 'pending' AND NOT EXISTS " \
-	"            (SELECT 1 FROM aloro_webhook.webhooks w WHERE w.id = r.webhook_id)) AS orphaned " \
-	"    FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), pg_catalog.unnest($3), " \
-	"                    pg_catalog.unnest($4), pg_catalog.unnest($5), pg_catalog.unnest($6), " \
-	"                    pg_catalog.unnest($7), pg_catalog.unnest($8), pg_catalog.unnest($9), " \
-	"                    pg_catalog.unnest($10), pg_catalog.unnest($11), pg_catalog.unnest($12)) " \
-	"      AS r(id, attempt, started_at, duration_ms, http_status, error, " \
-	"           response_body, new_status, next_attempt_at, record_attempt, webhook_id, claimed_ctid)), " \
-	"a AS (" \
-	"  INSERT INTO aloro_webhook.delivery_attempts " \
-	"         (delivery_id, attempt, started_at, duration_ms, http_status, error, response_body) " \
-	"  SELECT s.id, s.attempt, s.started_at, s.duration_ms, s.http_status, s.error, s.response_body " \
-	"    FROM s WHERE s.record_attempt AND $13), " \
-	"qd AS (" \
-	"  DELETE FROM aloro_webhook.queue q " \
-	"   WHERE %s AND q.claimed_by = $14 " \
-	"  RETURNING q.delivery_id), " \
-	"qu AS (" \
-	"  UPDATE aloro_webhook.queue q " \
-	"     SET due_at = (SELECT s.next_attempt_at FROM s WHERE s.id = q.delivery_id), " \
-	"         claimed_by = NULL, claimed_at = NULL " \
-	"   WHERE %s AND q.claimed_by = $14 " \
-	"  RETURNING q.delivery_id) " \
-	"UPDATE aloro_webhook.delivery_log d " \
-	"   SET status = CASE WHEN s.orphaned THEN 'failed' ELSE s.new_status END, " \
-	"       attempts = CASE WHEN s.record_attempt THEN s.attempt ELSE d.attempts END, " \
-	"       next_attempt_at = CASE WHEN s.orphaned THEN NULL ELSE s.next_attempt_at END, " \
-	"       last_http_status = CASE WHEN s.record_attempt THEN s.http_status ELSE d.last_http_status END, " \
-	"       last_error = CASE WHEN s.orphaned " \
-	"                         THEN aloro_webhook._webhook_deleted_message(d.webhook_id, s.error) " \
-	"                         ELSE s.error END, " \
-	"       finished_at = CASE WHEN s.new_status = 'pending' AND NOT s.orphaned THEN NULL ELSE pg_catalog.now() END " \
-	"  FROM s WHERE d.id = s.id " \
-	"   AND d.id = ANY (ARRAY(SELECT qd.delivery_id FROM qd UNION ALL SELECT qu.delivery_id FROM qu)) " \
-	"RETURNING d.id"
-
-/* finished (or orphaned) ones leave the queue; retries stay, with their due time */
-#define AW_RECORD_DONE "(s.new_status <> 'pending' OR s.orphaned)"
-#define AW_RECORD_RETRY "(s.new_status = 'pending' AND NOT s.orphaned)"
-
-static SPIPlanPtr
-aw_record_plan(bool by_id)
-{
-	Oid			types[14] = {INT8ARRAYOID, INT4ARRAYOID, TIMESTAMPTZARRAYOID, INT4ARRAYOID,
-		INT4ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID,
-	TIMESTAMPTZARRAYOID, BOOLARRAYOID, INT8ARRAYOID, TIDARRAYOID, BOOLOID, INT8OID};
-	SPIPlanPtr *plan = by_id ? &aw_plan_record_by_id : &aw_plan_record;
-
-	if (*plan == NULL)
-		*plan = aw_prepare(psprintf(AW_RECORD_SQL,
-									by_id ?
-									"q.delivery_id = ANY (ARRAY(SELECT s.id FROM s WHERE " AW_RECORD_DONE "))" :
-									"q.ctid = ANY (ARRAY(SELECT s.claimed_ctid FROM s WHERE " AW_RECORD_DONE "))",
-									by_id ?
-									"q.delivery_id = ANY (ARRAY(SELECT s.id FROM s WHERE " AW_RECORD_RETRY "))" :
-									"q.ctid = ANY (ARRAY(SELECT s.claimed_ctid FROM s WHERE " AW_RECORD_RETRY "))"),
-						   14, types);
-	return *plan;
-}
-
-static int
-aw_int64_cmp(const void *a, const void *b)
-{
-	int64		x = *(const int64 *) a;
-	int64		y = *(const int64 *) b;
-
-	return x < y ? -1 : (x > y ? 1 : 0);
-}
-
-/*
- * Records the outcomes of results[0..n): by the claimed row versions, then, one by one and
- * by id, whatever was not found that way.  Without with_attempts only the
- * deliveries' state is written, not the attempt rows.
- */
-static void
-aw_record_batch(AwDelivery **results, int n, bool with_attempts)
-{
-	Datum		args[14];
-	int64	   *found;
-	uint64		nfound;
-
-	aw_record_args(results, n, args);
-	args[12] = BoolGetDatum(with_attempts);
-	args[13] = Int64GetDatum(aw_record_token);
-	if (SPI_execute_plan(aw_record_plan(false), args, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
-		elog(ERROR, "could not record delivery attempts");
-	nfound = SPI_processed;
-	if (nfound == (uint64) n)
-		return;
-
-	found = palloc(sizeof(int64) * Max(nfound, 1));
-	for (uint64 i = 0; i < nfound; i++)
-	{
-		bool		isnull;
-
-		found[i] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
-	}
-	qsort(found, nfound, sizeof(int64), aw_int64_cmp);
-	for (int i = 0; i < n; i++)
-	{
-		if (bsearch(&results[i]->id, found, nfound, sizeof(int64), aw_int64_cmp) != NULL)
-			continue;
-		aw_record_args(&results[i], 1, args);
-		args[12] = BoolGetDatum(with_attempts);
-		args[13] = Int64GetDatum(aw_record_token);
-		if (SPI_execute_plan(aw_record_plan(true), args, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
-			elog(ERROR, "could not record delivery attempts");
-	}
-}
-
-/*
- * Errors that say nothing about the rows being written: a lock we waited
- * for too long, a cancel, a deadlock, a full disk.  Retrying the same rows
- * later is right; trying them one by one now is not.
- */
-static bool
-aw_error_is_transient(int sqlerrcode)
-{
-	switch (sqlerrcode)
-	{
-		case ERRCODE_LOCK_NOT_AVAILABLE:
-		case ERRCODE_QUERY_CANCELED:
-		case ERRCODE_T_R_DEADLOCK_DETECTED:
-		case ERRCODE_T_R_SERIALIZATION_FAILURE:
-		case ERRCODE_DISK_FULL:
-		case ERRCODE_OUT_OF_MEMORY:
-		case ERRCODE_INSUFFICIENT_RESOURCES:
-		case ERRCODE_ADMIN_SHUTDOWN:
-		case ERRCODE_CANNOT_CONNECT_NOW:
-		case ERRCODE_READ_ONLY_SQL_TRANSACTION:
-			return true;
-		default:
-			return false;
-	}
-}
-
-/* what aw_record_guarded hands to its subtransaction */
-typedef struct AwRecordArgs
-{
-	AwDelivery **results;
-	int			n;
-	bool		with_attempts;
-} AwRecordArgs;
-
-static void
-aw_record_batch_arg(void *arg)
-{
-	AwRecordArgs *a = (AwRecordArgs *) arg;
-
-	aw_record_batch(a->results, a->n, a->with_attempts);
-}
-
-/*
- * aw_record_guarded
- *		Records results[0..n) in a subtransaction.  On failure rolls it back,
- *		warns (with the hint failing) when failing is set, and returns false;
- *		a transient error (aw_error_is_transient) is thrown on.
- */
-static bool
-aw_record_guarded(AwDelivery **results, int n, bool with_attempts, const char *failing)
-{
-	AwRecordArgs a = {results, n, with_attempts};
-	ErrorData  *edata = aw_try_in_subtransaction(aw_record_batch_arg, &a, aw_error_is_transient);
-
-	if (edata == NULL)
-		return true;
-	if (failing != NULL)
-		ereport(WARNING,
-				(errmsg("aloro_webhook could not record attempt %d of delivery " INT64_FORMAT ": %s",
-						results[0]->outcome.attempt, results[0]->id, edata->message),
-				 errhint("%s", failing)));
-	FreeErrorData(edata);
-	return false;
-}
-
-/*
- * aw_queue_record
- *		Writes the outcome of finished requests.  The batch goes in one
- *		statement inside a subtransaction; if that fails (say, a constraint a
- *		user added to the history table), each result is retried on its own so
- *		that one bad row cannot block or re-send the others; a result whose
- *		attempt row is refused still moves its delivery on (next attempt on
- *		schedule, or finished).  Transient errors (a lock timeout, a cancel)
- *		are thrown on: the caller retries the whole batch later.
- */
-void
-aw_queue_record(AwDelivery **results, int n, int64 token)
-{
-	if (n == 0)
-		return;
-	aw_record_token = token;
-	if (n > 1 && aw_record_guarded(results, n, true, NULL))
-		return;
-	for (int i = 0; i < n; i++)
-	{
-		if (aw_record_guarded(&results[i], 1, true,
-							  "The delivery's state is written without this attempt's row."))
-			continue;
-		/* the attempt row is what is refused: keep the delivery on schedule */
-		aw_record_guarded(&results[i], 1, false,
-						  "The delivery stays in flight until the worker restarts, and is then sent again.");
-	}
 }

@@ -47,5 +47,6 @@ extern uint64 aw_queue_fail_orphans(const int64 *ids, int n);
 extern bool aw_queue_next_due(const int64 *exclude, int nexclude, const AwCursorArgs *cur,
 							  TimestampTz *due);
 extern void aw_queue_record(AwDelivery **ds, int n, int64 token);
+extern void aw_record_forget_plans(void);
 
 #endif							/* ALORO_WEBHOOK_QUEUE_H */

@@ -153,23 +153,25 @@ aw_upkeep(AwWorker *w)
 {
 	AwUpkeep   *u = &w->upkeep;
 	TimestampTz now = GetCurrentTimestamp();
+	int			count;
+	int			index;
 
 	w->phase = AW_PHASE_UPKEEP;
 	aw_xact_begin("aloro_webhook: writing statistics, pruning the history");
 	if (aw_health_write_due(now))
 		aw_health_write();
-	/* with several workers, the first prunes and tidies for all */
-	if (now >= u->prune_at && aw_worker_index == 0)
+	/* with several workers, the first of those running prunes and tidies for all */
+	aw_worker_share(&count, &index);
+	if (now >= u->prune_at && index == 0)
 		aw_prune_batch(u, now);
 	else if (now >= u->prune_at)
-		u->prune_at = DT_NOEND;
-	if (now >= u->tidy_at && aw_worker_index == 0)
+		u->prune_at = now + (TimestampTz) Min(AW_PRUNE_PASS_MS, aw_idle_check_ms) * 1000;
+	if (now >= u->tidy_at)
 	{
-		aw_tidy();
+		if (index == 0)
+			aw_tidy();
 		u->tidy_at = now + AW_TIDY_MS * 1000;
 	}
-	else if (now >= u->tidy_at)
-		u->tidy_at = DT_NOEND;
 	aw_xact_commit();
 	aw_health_committed();
 	w->phase = AW_PHASE_IDLE;

@@ -217,9 +217,8 @@ aw_reload(void)
 
 	ConfigReloadPending = false;
 	ProcessConfigFile(PGC_SIGHUP);
-	/* a new retention applies at once (the first worker prunes) */
-	if (aw_worker_index == 0)
-		W.upkeep.prune_at = 0;
+	/* a new retention applies at once */
+	W.upkeep.prune_at = 0;
 	aw_current_policy(policy, sizeof(policy));
 	if (strcmp(policy, W.policy) != 0)
 	{
@@ -238,7 +237,6 @@ aw_worker_main(Datum main_arg)
 	WaitEventSet *wes;
 	sigjmp_buf	local_sigjmp_buf;
 
-	aw_worker_index = DatumGetInt32(main_arg);
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, aw_sigterm);
 	BackgroundWorkerUnblockSignals();
