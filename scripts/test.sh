@@ -18,15 +18,28 @@ work=${ALORO_TEST_DIR:-/tmp/aloro_webhook_test}
 aw_build_install "$work"
 cd "$work"
 echo "== testing ($what)"
-status=0
-aw_as_postgres "cd '$work' && make -s $what ${PROVE_TESTS:+PROVE_TESTS='$PROVE_TESTS'}" || status=$?
+set +e
+aw_as_postgres "cd '$work' && make -s $what ${PROVE_TESTS:+PROVE_TESTS='$PROVE_TESTS'}" 2>&1 | tee "$work/test-output.txt"
+status=${PIPESTATUS[0]}
+set -e
 
 if [ $status -ne 0 ]; then
   echo "== tests failed (exit $status)"
   [ -f regression.diffs ] && { echo "== regression.diffs"; cat regression.diffs; }
-  for f in tmp_check/log/*; do
-    [ -f "$f" ] && { echo "== $f (last 60 lines)"; tail -n 60 "$f"; }
+  # the logs of the TAP tests that did not pass (a failed check, or no plan at the end), and
+  # their servers' logs; then the summary again, so that the last lines name what failed
+  for f in tmp_check/log/regress_log_*; do
+    [ -f "$f" ] || continue
+    if grep -q '^\[[0-9:.]*\]([0-9.]*s) not ok' "$f" || ! grep -q '^\[[0-9:.]*\]([0-9.]*s) 1\.\.[0-9]' "$f"; then
+      t=${f#tmp_check/log/regress_log_}
+      echo "== $f (last 80 lines)"; tail -n 80 "$f"
+      for g in tmp_check/log/"${t}"_*.log; do
+        [ -f "$g" ] && { echo "== $g (last 40 lines)"; tail -n 40 "$g"; }
+      done
+    fi
   done
+  echo "== what failed"
+  grep -E 'not ok|Failed|Dubious|Wstat|Parse errors|^Result|FAILED|failed \(' "$work/test-output.txt" | tail -n 40 || true
   exit $status
 fi
 if [ "$what" = installcheck ]; then

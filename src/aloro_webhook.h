@@ -74,16 +74,15 @@ extern const AwSchedule *aw_current_schedule(void);
 struct AwOutcome;
 extern void aw_schedule_next(struct AwOutcome *o, int budget_start);
 
-/* json_out.c: JSON exactly as JavaScript's JSON.stringify prints it */
+/* json_out.c (and json_bytes.h): JSON exactly as JavaScript's JSON.stringify prints it */
+#include "json_bytes.h"
 extern void aw_json_string(StringInfo out, const char *s, int len);
 extern void aw_json_cstring(StringInfo out, const char *s);
-extern void aw_json_double(StringInfo out, double d);
 extern void aw_json_numeric_text(StringInfo out, const char *num);
 extern void aw_json_jsonb(StringInfo out, JsonbContainer *jc);
 extern void aw_json_jsonb_value(StringInfo out, JsonbValue *v);
 extern void aw_json_jsonb_object_with(StringInfo out, JsonbContainer *jc,
 									  const char *extra_key, const char *extra_json);
-extern bool aw_is_array_index(const char *key, int len);
 extern void aw_json_utc(StringInfo out, TimestampTz ts);
 extern bool aw_format_utc(StringInfo out, TimestampTz ts);
 

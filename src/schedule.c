@@ -3,9 +3,10 @@
  *		aloro_webhook.retry_schedule: parsing, checking and lookup.
  *
  * The setting is a comma-separated list of PostgreSQL intervals.  The check
- * hook parses it with the server's own interval parser (without raising
- * errors, since check hooks also run in the postmaster) and hands the
- * parsed delays to the assign hook as the GUC "extra".
+ * hook splits it (aw_schedule_split in validate.c, which the fuzz harness
+ * runs on its own), parses each entry with the server's own interval parser
+ * (without raising errors, since check hooks also run in the postmaster) and
+ * hands the parsed delays to the assign hook as the GUC "extra".
  *
  * IDENTIFICATION
  *		src/schedule.c
@@ -20,6 +21,7 @@
 #include "utils/guc.h"
 
 #include "delivery.h"
+#include "validate.h"
 
 #define AW_MAX_ATTEMPTS 100
 /* longest delay accepted: far beyond any use, far below timestamp overflow */
@@ -38,7 +40,6 @@ aw_parse_interval_ms(char *str, int64 *ms)
 	int			dtype;
 	struct pg_itm_in itm;
 	int			dterr;
-	double		total;
 
 	memset(&itm, 0, sizeof(itm));
 	dterr = ParseDateTime(str, workbuf, sizeof(workbuf), field, ftype,
@@ -53,19 +54,8 @@ aw_parse_interval_ms(char *str, int64 *ms)
 	if (dterr != 0 || dtype != DTK_DELTA)
 		return false;
 
-	/* months count as 30 days and years as 365.25, as interval comparison does */
-	total = (double) itm.tm_usec / 1000.0
-		+ (double) itm.tm_mday * 86400000.0
-		+ (double) itm.tm_mon * 30.0 * 86400000.0
-		+ (double) itm.tm_year * 365.25 * 86400000.0;
-	if (total < 0)
-	{
-		*ms = -1;
-		return true;
-	}
-	if (total > (double) AW_MAX_DELAY_MS)
-		total = (double) AW_MAX_DELAY_MS + 1;	/* refused by the caller */
-	*ms = (int64) total;
+	*ms = aw_schedule_delay_ms(itm.tm_usec, itm.tm_mday, itm.tm_mon, itm.tm_year,
+							   AW_MAX_DELAY_MS);
 	return true;
 }
 
@@ -74,8 +64,9 @@ bool
 aw_check_retry_schedule(char **newval, void **extra, GucSource source)
 {
 	char	   *copy;
-	char	   *p;
-	int			n = 0;
+	char	   *entries[AW_MAX_ATTEMPTS];
+	int			n;
+	int			bad;
 	int64		delays[AW_MAX_ATTEMPTS];
 	AwSchedule *sched;
 
@@ -85,59 +76,44 @@ aw_check_retry_schedule(char **newval, void **extra, GucSource source)
 		return false;
 	}
 	copy = pstrdup(*newval);
-	p = copy;
-	for (;;)
+	n = aw_schedule_split(copy, entries, AW_MAX_ATTEMPTS, &bad);
+	if (n == AW_SCHEDULE_EMPTY_ENTRY)
 	{
-		char	   *comma = strchr(p, ',');
-		char	   *entry;
-		char	   *end;
+		GUC_check_errmsg("invalid aloro_webhook.retry_schedule: entry %d is empty", bad);
+		GUC_check_errhint("Give a comma-separated list of intervals, such as '0, 1min, 5min, 15min, 1h'.");
+		pfree(copy);
+		return false;
+	}
+	if (n == AW_SCHEDULE_TOO_MANY)
+	{
+		GUC_check_errmsg("invalid aloro_webhook.retry_schedule: more than %d entries", AW_MAX_ATTEMPTS);
+		pfree(copy);
+		return false;
+	}
+	for (int i = 0; i < n; i++)
+	{
 		int64		ms;
 
-		if (comma)
-			*comma = '\0';
-		entry = p;
-		while (*entry == ' ' || *entry == '\t' || *entry == '\n')
-			entry++;
-		end = entry + strlen(entry);
-		while (end > entry && (end[-1] == ' ' || end[-1] == '\t' || end[-1] == '\n'))
-			*--end = '\0';
-
-		if (*entry == '\0')
+		if (!aw_parse_interval_ms(entries[i], &ms))
 		{
-			GUC_check_errmsg("invalid aloro_webhook.retry_schedule: entry %d is empty", n + 1);
-			GUC_check_errhint("Give a comma-separated list of intervals, such as '0, 1min, 5min, 15min, 1h'.");
-			pfree(copy);
-			return false;
-		}
-		if (n >= AW_MAX_ATTEMPTS)
-		{
-			GUC_check_errmsg("invalid aloro_webhook.retry_schedule: more than %d entries", AW_MAX_ATTEMPTS);
-			pfree(copy);
-			return false;
-		}
-		if (!aw_parse_interval_ms(entry, &ms))
-		{
-			GUC_check_errmsg("invalid aloro_webhook.retry_schedule: entry %d, \"%s\", is not an interval", n + 1, entry);
+			GUC_check_errmsg("invalid aloro_webhook.retry_schedule: entry %d, \"%s\", is not an interval", i + 1, entries[i]);
 			GUC_check_errhint("Give a comma-separated list of intervals, such as '0, 1min, 5min, 15min, 1h'.");
 			pfree(copy);
 			return false;
 		}
 		if (ms < 0)
 		{
-			GUC_check_errmsg("invalid aloro_webhook.retry_schedule: entry %d, \"%s\", is negative", n + 1, entry);
+			GUC_check_errmsg("invalid aloro_webhook.retry_schedule: entry %d, \"%s\", is negative", i + 1, entries[i]);
 			pfree(copy);
 			return false;
 		}
 		if (ms > AW_MAX_DELAY_MS)
 		{
-			GUC_check_errmsg("invalid aloro_webhook.retry_schedule: entry %d, \"%s\", is longer than 100 years", n + 1, entry);
+			GUC_check_errmsg("invalid aloro_webhook.retry_schedule: entry %d, \"%s\", is longer than 100 years", i + 1, entries[i]);
 			pfree(copy);
 			return false;
 		}
-		delays[n++] = ms;
-		if (!comma)
-			break;
-		p = comma + 1;
+		delays[i] = ms;
 	}
 	pfree(copy);
 

@@ -3,7 +3,8 @@
  *		The checks on what users and receivers hand the extension that need
  *		nothing of the server: webhook URLs, a URL's password, CIDR blocks
  *		(aloro_webhook.allowed_networks), header names and values
- *		(webhooks.headers).
+ *		(webhooks.headers), and the list structure of
+ *		aloro_webhook.retry_schedule.
  *
  * Plain C on libcurl and libc only, so that the fuzz harnesses
  * (test/fuzz/, scripts/fuzz.sh) run these very functions outside the
@@ -199,4 +200,77 @@ aw_header_value_ok(const char *s, int len)
 		if (s[i] == '\r' || s[i] == '\n' || s[i] == '\0')
 			return false;
 	return true;
+}
+
+/* a blank around a retry schedule's entries */
+static bool
+aw_schedule_blank(char c)
+{
+	return c == ' ' || c == '\t' || c == '\n' || c == '\r';
+}
+
+/*
+ * aw_schedule_split
+ *		Splits aloro_webhook.retry_schedule in place into its comma-separated
+ *		entries, each trimmed of blanks.  Returns how many there are, or
+ *		AW_SCHEDULE_EMPTY_ENTRY / AW_SCHEDULE_TOO_MANY with *bad set to the
+ *		(1-based) entry at fault.  Each entry is then an interval for the
+ *		server's own parser.
+ */
+int
+aw_schedule_split(char *text, char **entries, int max, int *bad)
+{
+	char	   *p = text;
+	int			n = 0;
+
+	for (;;)
+	{
+		char	   *comma = strchr(p, ',');
+		char	   *entry = p;
+		char	   *end;
+
+		if (comma)
+			*comma = '\0';
+		while (aw_schedule_blank(*entry))
+			entry++;
+		end = entry + strlen(entry);
+		while (end > entry && aw_schedule_blank(end[-1]))
+			*--end = '\0';
+		if (*entry == '\0')
+		{
+			*bad = n + 1;
+			return AW_SCHEDULE_EMPTY_ENTRY;
+		}
+		if (n >= max)
+		{
+			*bad = n + 1;
+			return AW_SCHEDULE_TOO_MANY;
+		}
+		entries[n++] = entry;
+		if (!comma)
+			return n;
+		p = comma + 1;
+	}
+}
+
+/*
+ * aw_schedule_delay_ms
+ *		An interval's fields as a delay in milliseconds, months counting as 30
+ *		days and years as 365.25 (as interval comparison does): -1 when the
+ *		total is negative, max_ms + 1 when it is longer than max_ms.
+ */
+long long
+aw_schedule_delay_ms(long long usec, int mday, int mon, int year, long long max_ms)
+{
+	double		total;
+
+	total = (double) usec / 1000.0
+		+ (double) mday * 86400000.0
+		+ (double) mon * 30.0 * 86400000.0
+		+ (double) year * 365.25 * 86400000.0;
+	if (total < 0)
+		return -1;
+	if (total > (double) max_ms)
+		return max_ms + 1;
+	return (long long) total;
 }

@@ -26,4 +26,11 @@ extern bool aw_header_name_ok(const char *s, int len);
 extern bool aw_header_reserved(const char *name, int len);
 extern bool aw_header_value_ok(const char *s, int len);
 
+/* aw_schedule_split's answers besides a count of entries */
+#define AW_SCHEDULE_EMPTY_ENTRY (-1)
+#define AW_SCHEDULE_TOO_MANY (-2)
+extern int	aw_schedule_split(char *text, char **entries, int max, int *bad);
+extern long long aw_schedule_delay_ms(long long usec, int mday, int mon, int year,
+									  long long max_ms);
+
 #endif							/* ALORO_WEBHOOK_VALIDATE_H */
