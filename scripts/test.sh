@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The test command: installs what is missing, builds warning-free, installs
-# the extension, and runs every test (pg_regress, then the TAP suite) as the
+# the extension (and Citus, for the scale-out tests), and runs every test (pg_regress, then the TAP suite) as the
 # postgres user from a scratch copy of the tree that postgres owns; then the
 # fuzz harnesses briefly (scripts/fuzz.sh 10) and the benchmark's smoke run
 # (test/bench/run.sh --quick).
@@ -16,6 +16,8 @@ what=${1:-installcheck}
 work=${ALORO_TEST_DIR:-/tmp/aloro_webhook_test}
 
 aw_build_install "$work"
+# Citus, built from the vendored source, for the scale-out tests (skipped when installed)
+[ "$what" = regress ] || bash "$aw_root/scripts/citus.sh" build
 cd "$work"
 echo "== testing ($what)"
 set +e

@@ -90,8 +90,12 @@ DECLARE
 	v_rel	regclass;
 	v_pred	text;
 	v_body	text;
+	v_ended	timestamptz;
 BEGIN
 	PERFORM aloro_webhook._arg_required(call_id IS NULL, 'call_id');
+	-- an ended call's body carries the time it ended (as queued), not now; on
+	-- a Citus coordinator, the node that holds its shard knows that time
+	v_ended := aloro_webhook._ended_at(call_payload.call_id);
 	-- the default table first, then every table that watch() attached to
 	FOR v_rel IN
 		SELECT t.tgrelid::regclass
@@ -100,7 +104,6 @@ BEGIN
 		   AND t.tgfoid = 'aloro_webhook._call_ended()'::regprocedure
 		 ORDER BY t.tgrelid <> 'aloro_webhook.calls'::regclass, t.tgrelid
 	LOOP
-		-- an ended call's body carries the time it ended (as queued), not now
 		-- the id compared as the text the triggers read (never through a
 		-- cast of the table owner's): an index helps text ids
 		SELECT CASE WHEN a.atttypid IN ('text'::regtype, 'varchar'::regtype)
@@ -109,12 +112,9 @@ BEGIN
 		  INTO v_pred
 		  FROM pg_attribute a
 		 WHERE a.attrelid = v_rel AND a.attname = 'id' AND NOT a.attisdropped;
-		EXECUTE format('SELECT aloro_webhook._payload(c, $2, '
-					   '(SELECT e.ended_at FROM aloro_webhook.ended_calls e WHERE e.call_id = $1)) '
-					   'FROM %s c WHERE %s',
-					   v_rel, v_pred)
+		EXECUTE format('SELECT aloro_webhook._payload(c, $2, $3) FROM %s c WHERE %s', v_rel, v_pred)
 		   INTO v_body
-		  USING call_payload.call_id, coalesce(call_payload.include_recording, true);
+		  USING call_payload.call_id, coalesce(call_payload.include_recording, true), v_ended;
 		IF v_body IS NOT NULL THEN
 			RETURN v_body;
 		END IF;
@@ -566,8 +566,16 @@ AS $$
 DECLARE
 	v_status	text;
 	v_hook		bigint;
+	v_node		integer;
 BEGIN
 	PERFORM aloro_webhook._arg_required(delivery_id IS NULL, 'delivery_id');
+	-- on a Citus coordinator, a delivery another node queued is redelivered there
+	v_node := aloro_webhook._node_of(redeliver.delivery_id);
+	IF v_node IS NOT NULL THEN
+		RETURN (SELECT r::bigint FROM aloro_webhook._on_nodes(
+					pg_catalog.format('SELECT aloro_webhook.redeliver(%s)', redeliver.delivery_id),
+					ARRAY[v_node]) r);
+	END IF;
 	SELECT d.status, d.webhook_id INTO v_status, v_hook
 	  FROM aloro_webhook.delivery_log d
 	 WHERE d.id = redeliver.delivery_id
@@ -638,8 +646,15 @@ BEGIN
 			NULL;
 		END;
 	END LOOP;
-	-- like redeliver(): same bodies, a fresh attempt budget, history kept
-	RETURN aloro_webhook._requeue(v_ids);
+	-- like redeliver(): same bodies, a fresh attempt budget, history kept;
+	-- on a Citus coordinator, every node replays its own
+	RETURN aloro_webhook._requeue(v_ids)
+		+ coalesce((SELECT pg_catalog.sum(r::bigint) FROM aloro_webhook._on_nodes(
+			pg_catalog.format('SELECT aloro_webhook.replay(%s, %L::pg_catalog.timestamptz, '
+							  '%L::pg_catalog.timestamptz, %L)', replay.webhook_id,
+							  aloro_webhook._time_text(replay.since),
+							  aloro_webhook._time_text(replay.until),
+							  coalesce(replay.only_failed, true)), NULL, true) r), 0);
 END
 $$;
 
@@ -762,6 +777,89 @@ BEGIN
 END
 $$;
 
+-- Is this database the coordinator of a Citus cluster whose webhook_config
+-- is distributed (watch() makes it so)?
+CREATE FUNCTION aloro_webhook._citus_coordinator()
+RETURNS boolean
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_yes boolean;
+BEGIN
+	IF pg_catalog.to_regclass('pg_catalog.pg_dist_partition') IS NULL
+	   OR pg_catalog.to_regprocedure('pg_catalog.citus_is_coordinator()') IS NULL THEN
+		RETURN false;
+	END IF;
+	EXECUTE 'SELECT pg_catalog.citus_is_coordinator() AND EXISTS (SELECT 1 FROM pg_catalog.pg_dist_partition p '
+			'WHERE p.logicalrelid OPERATOR(pg_catalog.=) ''aloro_webhook.webhook_config''::pg_catalog.regclass)'
+		INTO v_yes;
+	RETURN v_yes;
+END
+$$;
+
+-- When a call ended (NULL if it has not): on a Citus coordinator, the node
+-- that holds its shard knows.  SECURITY DEFINER: the other nodes are asked
+-- in the extension owner's name, for call_payload() in a reader's.
+CREATE FUNCTION aloro_webhook._ended_at(call_id text)
+RETURNS timestamptz
+LANGUAGE plpgsql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_ended timestamptz;
+BEGIN
+	SELECT e.ended_at INTO v_ended FROM aloro_webhook.ended_calls e
+	 WHERE e.call_id OPERATOR(pg_catalog.=) _ended_at.call_id;
+	IF NOT FOUND THEN
+		SELECT pg_catalog.max(r::timestamptz) INTO v_ended FROM aloro_webhook._on_nodes(
+			pg_catalog.format('SELECT aloro_webhook._time_text(e.ended_at) FROM aloro_webhook.ended_calls e '
+							  'WHERE e.call_id OPERATOR(pg_catalog.=) %L', _ended_at.call_id), NULL, true) r;
+	END IF;
+	RETURN v_ended;
+END
+$$;
+
+-- The other nodes' deliveries, for delivery_history on the coordinator
+-- (nothing elsewhere).  A node that does not answer is named in a warning.
+CREATE FUNCTION aloro_webhook._other_nodes_history(
+	OUT id bigint, OUT webhook_id bigint, OUT webhook_name text, OUT url text,
+	OUT call_id text, OUT event text, OUT test boolean, OUT status text, OUT attempts integer,
+	OUT last_http_status integer, OUT last_error text, OUT created_at timestamptz,
+	OUT finished_at timestamptz, OUT next_attempt_at timestamptz, OUT time_to_success interval)
+RETURNS SETOF record
+LANGUAGE plpgsql VOLATILE ROWS 1
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	r record;
+BEGIN
+	IF NOT aloro_webhook._citus_coordinator() THEN
+		RETURN;
+	END IF;
+	FOR r IN EXECUTE
+		'SELECT w.nodename, w.nodeport, w.success, w.result FROM pg_catalog.run_command_on_workers('
+		'$q$SELECT COALESCE(pg_catalog.json_agg(h), ''[]'') '
+		'FROM aloro_webhook.delivery_history h$q$) w'
+	LOOP
+		IF NOT r.success THEN
+			RAISE WARNING 'the deliveries of node %:% are not shown: %', r.nodename, r.nodeport, r.result;
+			CONTINUE;
+		END IF;
+		RETURN QUERY
+		SELECT x.id, x.webhook_id, x.webhook_name, x.url, x.call_id, x.event, x.test, x.status,
+			   x.attempts, x.last_http_status, x.last_error, x.created_at, x.finished_at,
+			   x.next_attempt_at, x.time_to_success
+		  FROM pg_catalog.json_to_recordset(r.result::json) AS x(
+			   id bigint, webhook_id bigint, webhook_name text, url text, call_id text,
+			   event text, test boolean, status text, attempts integer, last_http_status integer,
+			   last_error text, created_at timestamptz, finished_at timestamptz,
+			   next_attempt_at timestamptz, time_to_success interval);
+	END LOOP;
+END
+$$;
+
 -- One row per delivery, with its webhook and how long it took to succeed.
 CREATE VIEW aloro_webhook.delivery_history AS
 SELECT d.id, d.webhook_id, w.name AS webhook_name, w.url, d.call_id, d.event, d.test,
@@ -769,9 +867,14 @@ SELECT d.id, d.webhook_id, w.name AS webhook_name, w.url, d.call_id, d.event, d.
 	   d.next_attempt_at,
 	   CASE WHEN d.status = 'succeeded' THEN d.finished_at - d.created_at END AS time_to_success
   FROM aloro_webhook.delivery_log d
-  LEFT JOIN aloro_webhook.webhooks w ON w.id = d.webhook_id;
+  LEFT JOIN aloro_webhook.webhooks w ON w.id = d.webhook_id
+UNION ALL
+SELECT o.id, o.webhook_id, o.webhook_name, o.url, o.call_id, o.event, o.test, o.status,
+	   o.attempts, o.last_http_status, o.last_error, o.created_at, o.finished_at,
+	   o.next_attempt_at, o.time_to_success
+  FROM aloro_webhook._other_nodes_history() o;
 COMMENT ON VIEW aloro_webhook.delivery_history IS
-	'One row per delivery: its webhook, where it stands, and the time from queuing to success.';
+	'One row per delivery: its webhook, where it stands, and the time from queuing to success (on a Citus coordinator: of every node).';
 
 -- One row per webhook: is it sending, how far behind, how well.
 CREATE VIEW aloro_webhook.webhook_health AS
@@ -937,14 +1040,18 @@ AS $$
 DECLARE
 	v_ids		bigint[];
 	v_payloads	bigint[];
+	v_elsewhere	bigint;
 BEGIN
 	PERFORM aloro_webhook._arg_required(call_id IS NULL, 'call_id');
+	-- on a Citus coordinator, every node forgets what it holds (all of them must answer)
+	v_elsewhere := coalesce((SELECT pg_catalog.sum(r::bigint) FROM aloro_webhook._on_nodes(
+		pg_catalog.format('SELECT aloro_webhook.forget_call(%L)', forget_call.call_id)) r), 0);
 	SELECT array_agg(d.id), array_agg(DISTINCT d.payload_id) FILTER (WHERE d.payload_id IS NOT NULL)
 	  INTO v_ids, v_payloads
 	  FROM aloro_webhook.delivery_log d
 	 WHERE d.call_id = forget_call.call_id AND NOT d.test;
 	IF v_ids IS NULL THEN
-		RETURN 0;
+		RETURN v_elsewhere;
 	END IF;
 	UPDATE aloro_webhook.payloads p SET body = NULL WHERE p.id = ANY (v_payloads);
 	UPDATE aloro_webhook.delivery_attempts a SET response_body = NULL
@@ -958,7 +1065,330 @@ BEGIN
 	   SET status = 'failed', next_attempt_at = NULL, finished_at = now(),
 		   last_error = 'payload erased: forget_call() erased the body of this delivery, so it is never sent'
 	  FROM gone WHERE d.id = gone.delivery_id;
-	RETURN cardinality(v_ids);
+	RETURN cardinality(v_ids) + v_elsewhere;
+END
+$$;
+
+------------------------------------------------------------------------------
+-- Citus.  On a sharded call database every node runs the extension: the
+-- call-ended trigger fires on the node that holds the call's shard, in the
+-- same transaction, and queues there; that node's worker sends.  What is
+-- shared comes from the coordinator:
+--   - the webhooks: each write on the coordinator is copied, in the same
+--     (two-phase) transaction, into webhook_config, a reference table that
+--     Citus keeps on every node, and from there into each node's webhooks;
+--   - delivery ids: each node numbers its deliveries from its Citus group
+--     id times 2^48, so an id names one delivery in the whole cluster (and
+--     the node that holds it);
+--   - the history: delivery_history on the coordinator adds every other
+--     node's (_other_nodes_history, defined with the view).
+-- Without Citus none of this does anything.  See README "Scaling".
+------------------------------------------------------------------------------
+
+CREATE TABLE aloro_webhook.webhook_config (
+	id					bigint PRIMARY KEY,
+	config				jsonb NOT NULL		-- the webhooks row, as to_jsonb() gives it
+);
+COMMENT ON TABLE aloro_webhook.webhook_config IS
+	'On Citus: the coordinator''s webhooks, as a reference table that every node applies to its own webhooks.';
+
+-- On the coordinator: a webhook written goes to every node.
+CREATE FUNCTION aloro_webhook._webhook_to_cluster()
+RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF NOT aloro_webhook._citus_coordinator() THEN
+		RETURN NULL;
+	END IF;
+	IF TG_OP = 'DELETE' THEN
+		DELETE FROM aloro_webhook.webhook_config c WHERE c.id OPERATOR(pg_catalog.=) OLD.id;
+	ELSE
+		INSERT INTO aloro_webhook.webhook_config AS c (id, config)
+		VALUES (NEW.id, pg_catalog.to_jsonb(NEW))
+		ON CONFLICT (id) DO UPDATE SET config = EXCLUDED.config;
+		IF TG_OP = 'UPDATE' AND OLD.id OPERATOR(pg_catalog.<>) NEW.id THEN
+			DELETE FROM aloro_webhook.webhook_config c WHERE c.id OPERATOR(pg_catalog.=) OLD.id;
+		END IF;
+	END IF;
+	RETURN NULL;
+END
+$$;
+CREATE TRIGGER aloro_webhook_to_cluster
+	AFTER INSERT OR UPDATE OR DELETE ON aloro_webhook.webhooks
+	FOR EACH ROW
+	EXECUTE FUNCTION aloro_webhook._webhook_to_cluster();
+
+-- Makes this node's webhook what the coordinator's is (config: its row as
+-- jsonb).  Returns whether it wrote.
+CREATE FUNCTION aloro_webhook._webhook_apply(config jsonb)
+RETURNS boolean
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	w aloro_webhook.webhooks;
+BEGIN
+	w := pg_catalog.jsonb_populate_record(NULL::aloro_webhook.webhooks, config);
+	IF EXISTS (SELECT 1 FROM aloro_webhook.webhooks h
+				WHERE h.id OPERATOR(pg_catalog.=) w.id
+				  AND pg_catalog.to_jsonb(h) OPERATOR(pg_catalog.=) config) THEN
+		RETURN false;
+	END IF;
+	INSERT INTO aloro_webhook.webhooks AS h
+	SELECT w.*
+	ON CONFLICT (id) DO UPDATE SET
+		(name, url, secret, completed_only, include_recording, enabled, assistant_id,
+		 campaign_id, created_at, url_password, signature_scheme, disabled_reason, disabled_at,
+		 previous_secret, previous_secret_until, headers, rate_limit, filter)
+		= (EXCLUDED.name, EXCLUDED.url, EXCLUDED.secret, EXCLUDED.completed_only,
+		   EXCLUDED.include_recording, EXCLUDED.enabled, EXCLUDED.assistant_id,
+		   EXCLUDED.campaign_id, EXCLUDED.created_at, EXCLUDED.url_password,
+		   EXCLUDED.signature_scheme, EXCLUDED.disabled_reason, EXCLUDED.disabled_at,
+		   EXCLUDED.previous_secret, EXCLUDED.previous_secret_until, EXCLUDED.headers,
+		   EXCLUDED.rate_limit, EXCLUDED.filter);
+	RETURN true;
+END
+$$;
+
+-- On every node (Citus runs it on the reference table's copy there): the
+-- coordinator's webhook becomes this node's.  The coordinator's own copy
+-- finds its row already as it is, and writes nothing.
+CREATE FUNCTION aloro_webhook._webhook_from_cluster()
+RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF TG_OP = 'DELETE' THEN
+		DELETE FROM aloro_webhook.webhooks h WHERE h.id OPERATOR(pg_catalog.=) OLD.id;
+	ELSE
+		PERFORM aloro_webhook._webhook_apply(NEW.config);
+	END IF;
+	RETURN NULL;
+END
+$$;
+CREATE TRIGGER aloro_webhook_from_cluster
+	AFTER INSERT OR UPDATE OR DELETE ON aloro_webhook.webhook_config
+	FOR EACH ROW
+	EXECUTE FUNCTION aloro_webhook._webhook_from_cluster();
+
+-- This node's share of delivery ids: from its Citus group id times 2^48
+-- (the coordinator, group 0, keeps 1 ..).  The worker calls it at start and
+-- every few seconds, so that a node added later needs no step of its own.
+-- Returns the group id (0 without Citus).
+CREATE FUNCTION aloro_webhook._citus_node_setup()
+RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_group integer;
+	v_low bigint;
+	v_high bigint;
+	v_last bigint;
+	v_min bigint;
+	v_synced boolean;
+	v_configs jsonb[];
+	v_breaker text[] := ARRAY['enabled', 'disabled_reason', 'disabled_at'];
+BEGIN
+	IF pg_catalog.to_regclass('pg_catalog.pg_dist_local_group') IS NULL THEN
+		RETURN 0;
+	END IF;
+	EXECUTE 'SELECT groupid FROM pg_catalog.pg_dist_local_group' INTO v_group;
+	IF v_group IS NULL OR v_group <= 0 OR v_group >= 32767 THEN
+		RETURN coalesce(v_group, 0);
+	END IF;
+	-- the webhooks as the coordinator has them, for a node that missed a
+	-- change (it was added later, or restored): each change reaches every
+	-- node in its own transaction anyway.  A webhook this node's breaker
+	-- disabled stays so until the coordinator's row changes.
+	IF EXISTS (SELECT 1 FROM pg_catalog.pg_extension x WHERE x.extname = 'citus') THEN
+		EXECUTE 'SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_dist_partition p '
+				'WHERE p.logicalrelid OPERATOR(pg_catalog.=) ''aloro_webhook.webhook_config''::pg_catalog.regclass)'
+			INTO v_synced;
+		IF v_synced THEN
+			-- read apart from the writes: Citus plans no statement that mixes
+			-- its reference table with this node's own tables
+			SELECT coalesce(pg_catalog.array_agg(c.config), '{}') INTO v_configs
+			  FROM aloro_webhook.webhook_config c;
+			PERFORM aloro_webhook._webhook_apply(c.config)
+			   FROM pg_catalog.unnest(v_configs) AS c(config)
+			   LEFT JOIN aloro_webhook.webhooks h
+					  ON h.id OPERATOR(pg_catalog.=) (c.config OPERATOR(pg_catalog.->>) 'id')::bigint
+			  WHERE h.id IS NULL
+				 OR (pg_catalog.to_jsonb(h) OPERATOR(pg_catalog.<>) c.config
+					 AND NOT (h.disabled_reason IS NOT NULL AND NOT h.enabled
+							  AND (pg_catalog.to_jsonb(h) OPERATOR(pg_catalog.-) v_breaker)
+								  OPERATOR(pg_catalog.=) (c.config OPERATOR(pg_catalog.-) v_breaker)));
+			DELETE FROM aloro_webhook.webhooks h
+			 WHERE NOT h.id OPERATOR(pg_catalog.=) ANY (
+				 SELECT (c.config OPERATOR(pg_catalog.->>) 'id')::bigint FROM pg_catalog.unnest(v_configs) AS c(config));
+		END IF;
+	END IF;
+	v_low := (v_group::bigint OPERATOR(pg_catalog.<<) 48) OPERATOR(pg_catalog.+) 1;
+	v_high := ((v_group::bigint OPERATOR(pg_catalog.+) 1) OPERATOR(pg_catalog.<<) 48) OPERATOR(pg_catalog.-) 1;
+	SELECT s.min_value, s.last_value INTO v_min, v_last
+	  FROM pg_catalog.pg_sequences s
+	 WHERE s.schemaname = 'aloro_webhook' AND s.sequencename = 'delivery_log_id_seq';
+	IF v_min IS DISTINCT FROM v_low THEN
+		EXECUTE pg_catalog.format('ALTER SEQUENCE aloro_webhook.delivery_log_id_seq '
+								  'MINVALUE %s MAXVALUE %s START WITH %s RESTART WITH %s',
+								  v_low, v_high, v_low,
+								  CASE WHEN v_last >= v_low AND v_last < v_high
+									   THEN v_last OPERATOR(pg_catalog.+) 1 ELSE v_low END);
+	END IF;
+	RETURN v_group;
+END
+$$;
+
+-- Runs a statement here and answers what came of it as jsonb: {"result"}
+-- or the error's {"sqlstate", "message", "detail", "hint"}, for _on_nodes()
+-- on the coordinator to raise again as it was.  No role is granted it.
+CREATE FUNCTION aloro_webhook._run_here(command text)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_result	text;
+	v_state		text;
+	v_message	text;
+	v_detail	text;
+	v_hint		text;
+BEGIN
+	EXECUTE command INTO v_result;
+	RETURN pg_catalog.jsonb_build_object('result', v_result);
+EXCEPTION WHEN OTHERS THEN
+	GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_message = MESSAGE_TEXT,
+							v_detail = PG_EXCEPTION_DETAIL, v_hint = PG_EXCEPTION_HINT;
+	RETURN pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object(
+		'sqlstate', v_state, 'message', v_message,
+		'detail', NULLIF(v_detail, ''), 'hint', NULLIF(v_hint, '')));
+END
+$$;
+
+-- On a Citus coordinator: runs a statement on the nodes of the given groups
+-- (NULL: every node but this one), each in its own transaction there, and
+-- returns each one's result.  An error on a node is raised here as it was
+-- (with the node named in its context); a node that cannot be reached too,
+-- unless tolerate_down, when it is named in a warning and skipped.
+CREATE FUNCTION aloro_webhook._on_nodes(command text, groups integer[] DEFAULT NULL,
+										tolerate_down boolean DEFAULT false)
+RETURNS SETOF text
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_names		text[];
+	v_ports		integer[];
+	v_commands	text[];
+	r			record;
+	v_answer	jsonb;
+BEGIN
+	IF NOT aloro_webhook._citus_coordinator() THEN
+		RETURN;
+	END IF;
+	EXECUTE 'SELECT pg_catalog.array_agg(n.nodename ORDER BY n.groupid), '
+			'       pg_catalog.array_agg(n.nodeport ORDER BY n.groupid) '
+			'  FROM pg_catalog.pg_dist_node n '
+			' WHERE n.isactive AND n.noderole OPERATOR(pg_catalog.=) ''primary'' '
+			'   AND n.groupid OPERATOR(pg_catalog.<>) (SELECT l.groupid FROM pg_catalog.pg_dist_local_group l) '
+			'   AND ($1 IS NULL OR n.groupid OPERATOR(pg_catalog.=) ANY ($1))'
+		INTO v_names, v_ports USING groups;
+	IF v_names IS NULL THEN
+		RETURN;
+	END IF;
+	v_commands := pg_catalog.array_fill(pg_catalog.format('SELECT aloro_webhook._run_here(%L)', command),
+										ARRAY[pg_catalog.cardinality(v_names)]);
+	FOR r IN EXECUTE 'SELECT node_name, node_port, success, result '
+					 '  FROM pg_catalog.master_run_on_worker($1, $2, $3, true)'
+		USING v_names, v_ports, v_commands
+	LOOP
+		IF NOT r.success THEN
+			IF tolerate_down THEN
+				RAISE WARNING 'node %:% did not answer: %', r.node_name, r.node_port, r.result;
+				CONTINUE;
+			END IF;
+			RAISE EXCEPTION 'node %:% did not answer: %', r.node_name, r.node_port, r.result
+				USING ERRCODE = 'connection_failure',
+					  HINT = 'Run it again once the node is back.';
+		END IF;
+		v_answer := r.result::jsonb;
+		IF v_answer ? 'sqlstate' THEN
+			IF v_answer ? 'detail' AND v_answer ? 'hint' THEN
+				RAISE EXCEPTION USING ERRCODE = v_answer->>'sqlstate', MESSAGE = v_answer->>'message',
+									  DETAIL = v_answer->>'detail', HINT = v_answer->>'hint';
+			ELSIF v_answer ? 'detail' THEN
+				RAISE EXCEPTION USING ERRCODE = v_answer->>'sqlstate', MESSAGE = v_answer->>'message',
+									  DETAIL = v_answer->>'detail';
+			ELSIF v_answer ? 'hint' THEN
+				RAISE EXCEPTION USING ERRCODE = v_answer->>'sqlstate', MESSAGE = v_answer->>'message',
+									  HINT = v_answer->>'hint';
+			END IF;
+			RAISE EXCEPTION USING ERRCODE = v_answer->>'sqlstate', MESSAGE = v_answer->>'message';
+		END IF;
+		RETURN NEXT v_answer->>'result';
+	END LOOP;
+END
+$$;
+
+-- The Citus group of the other node that holds a delivery, or NULL when it
+-- is this node's (always NULL without Citus): ids are numbered per group.
+CREATE FUNCTION aloro_webhook._node_of(delivery_id bigint)
+RETURNS integer
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT g FROM (SELECT (delivery_id OPERATOR(pg_catalog.>>) 48)::integer AS g) x
+	 WHERE x.g OPERATOR(pg_catalog.<>) 0 AND aloro_webhook._citus_coordinator()
+$$;
+
+-- A time as text that any node reads back as the same time, whatever its
+-- DateStyle and TimeZone.
+CREATE FUNCTION aloro_webhook._time_text(t timestamptz)
+RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT CASE WHEN pg_catalog.isfinite(t)
+		THEN pg_catalog.to_char(t AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')
+		ELSE t::text END
+$$;
+
+-- watch() on a Citus coordinator: the configuration goes to every node
+-- (SECURITY DEFINER: distributing the extension's table is its owner's).
+CREATE FUNCTION aloro_webhook._citus_setup()
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	r record;
+BEGIN
+	IF pg_catalog.to_regprocedure('pg_catalog.citus_is_coordinator()') IS NULL THEN
+		RETURN;
+	END IF;
+	IF NOT pg_catalog.citus_is_coordinator() OR aloro_webhook._citus_coordinator() THEN
+		RETURN;
+	END IF;
+	-- the reference table carries the trigger that applies it on each node
+	PERFORM pg_catalog.set_config('citus.enable_unsafe_triggers', 'on', true);
+	PERFORM pg_catalog.create_reference_table('aloro_webhook.webhook_config');
+	INSERT INTO aloro_webhook.webhook_config AS c (id, config)
+	SELECT w.id, pg_catalog.to_jsonb(w) FROM aloro_webhook.webhooks w
+	ON CONFLICT (id) DO UPDATE SET config = EXCLUDED.config;
+	-- each node's delivery ids (its worker would within seconds; now, before calls end there)
+	FOR r IN SELECT * FROM pg_catalog.run_command_on_all_nodes('SELECT aloro_webhook._citus_node_setup()') LOOP
+		IF NOT r.success THEN
+			RAISE WARNING 'node % could not take its range of delivery ids yet: %', r.nodeid, r.result
+				USING HINT = 'Its delivery worker sets it up within seconds once the node runs the extension.';
+		END IF;
+	END LOOP;
 END
 $$;
 
@@ -989,6 +1419,14 @@ GRANT EXECUTE ON FUNCTION aloro_webhook._check_url(text) TO PUBLIC;
 GRANT EXECUTE ON FUNCTION aloro_webhook._check_secret(text) TO PUBLIC;
 GRANT EXECUTE ON FUNCTION aloro_webhook._check_call(text, text, jsonb, jsonb, jsonb) TO PUBLIC;
 -- what webhook_health computes with, in the reader's name
+-- watch() on a Citus coordinator sends the configuration to every node
+GRANT EXECUTE ON FUNCTION aloro_webhook._citus_setup() TO aloro_webhook_admin;
+-- what delivery_history and call_payload() ask the other nodes of a Citus
+-- cluster with (nothing without Citus)
+GRANT EXECUTE ON FUNCTION aloro_webhook._citus_coordinator(),
+						   aloro_webhook._other_nodes_history(),
+						   aloro_webhook._ended_at(text)
+	TO aloro_webhook_admin, aloro_webhook_reader;
 GRANT EXECUTE ON FUNCTION aloro_webhook._duration_bounds(),
 						   aloro_webhook._hist_add(integer[], integer[]),
 						   aloro_webhook._hist_quantile(integer[], double precision)

@@ -119,6 +119,7 @@ extern Oid	aw_watched_table(Relation rel);
 /* utility.c: the ProcessUtility hook */
 extern void aw_install_utility_hook(void);
 extern bool aw_copy_loading(Relation rel);
+extern bool aw_citus_carries_dml(void);
 
 /* sign.c */
 extern void aw_hmac_sha256_hex(const char *key, int keylen,

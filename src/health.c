@@ -141,10 +141,16 @@ aw_notify_event(const char *event, int64 webhook_id, int64 delivery_id, const ch
 	pfree(s.data);
 }
 
-/* sends the operator event of a webhook being disabled or enabled */
+/*
+ * Sends the operator event of a webhook being disabled or enabled.  Not on a
+ * Citus node applying the coordinator's change: the event goes out there,
+ * once, and a transaction that Citus prepares cannot NOTIFY.
+ */
 void
 aw_health_notify_webhook(bool enabled, int64 webhook_id, const char *reason)
 {
+	if (aw_citus_carries_dml())
+		return;
 	aw_notify_event(enabled ? "webhook.enabled" : "webhook.disabled", webhook_id, 0, reason);
 }
 

@@ -21,6 +21,8 @@
 #include "aloro_webhook.h"
 
 #include "executor/spi.h"
+#include "nodes/makefuncs.h"
+#include "parser/parse_func.h"
 #include "pgstat.h"
 #include "utils/timestamp.h"
 
@@ -95,7 +97,10 @@ aw_prune_batch(AwUpkeep *u, TimestampTz now)
 	}
 }
 
-/* rotated-out secrets past their overlap, statistics past two days, state of deleted webhooks */
+/*
+ * Rotated-out secrets past their overlap, statistics past two days, state of
+ * deleted webhooks; on Citus, this node's range of delivery ids.
+ */
 static void
 aw_tidy(void)
 {
@@ -125,6 +130,13 @@ aw_tidy(void)
 					" WHERE NOT EXISTS (SELECT 1 FROM aloro_webhook.webhooks w WHERE w.id = s.webhook_id)",
 					false, 0) != SPI_OK_DELETE)
 		elog(ERROR, "could not tidy up the extension's tables");
+
+	/* on a Citus node, its own range of delivery ids (a node added later too) */
+	if (OidIsValid(LookupFuncName(list_make2(makeString("aloro_webhook"),
+											 makeString("_citus_node_setup")),
+								  0, NULL, true)) &&
+		SPI_execute("SELECT aloro_webhook._citus_node_setup()", false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not set up this node's delivery ids");
 }
 
 /* is a step of upkeep due? */

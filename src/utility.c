@@ -7,9 +7,12 @@
  *	  that table loads calls as they are, ending none.  pg_restore loads
  *	  data with COPY (and the extension's own tables, ended_calls among
  *	  them, come back as they were), so a restore restores state instead of
- *	  ending every call again; so does a backfill of historic calls.
+ *	  ending every call again; so does a backfill of historic calls.  Not on
+ *	  a Citus node carrying out the coordinator's INSERT ... SELECT.
  *	- DROP EXTENSION aloro_webhook CASCADE also drops the triggers that
  *	  watch() attached to the platform's tables: say which, in a NOTICE.
+ *	- on Citus, a COPY that places the webhooks on a node that joined
+ *	  applies them to that node's own webhooks at once.
  *	- COMMIT PREPARED runs none of the commit callbacks of the transaction
  *	  it commits: tell the workers (and the copies of the webhooks) here.
  *
@@ -26,6 +29,7 @@
 #include "nodes/parsenodes.h"
 #include "tcop/utility.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 
 static ProcessUtility_hook_type prev_process_utility = NULL;
 
@@ -96,6 +100,48 @@ aw_notice_drop(DropStmt *stmt)
 	}
 }
 
+/*
+ * Is this backend a Citus node carrying out a statement of the coordinator
+ * (in a transaction that Citus commits in two phases)?  Citus runs INSERT
+ * ... SELECT (and COPY) into a distributed table as COPY into its shards,
+ * so a COPY there is an INSERT of the platform's: it ends calls.  (Citus
+ * moves shards without firing triggers at all.)
+ */
+bool
+aw_citus_carries_dml(void)
+{
+	return application_name != NULL &&
+		strncmp(application_name, "citus_internal gpid=", strlen("citus_internal gpid=")) == 0;
+}
+
+/*
+ * After a COPY into a shard of webhook_config (Citus placing the reference
+ * table on a node that joined, before any call can end there): apply it to
+ * this node's webhooks now, not at the worker's next look.
+ */
+static void
+aw_copied_webhook_config(CopyStmt *stmt)
+{
+	const char *rel = stmt->relation->relname;
+	const char *nsp = stmt->relation->schemaname;
+	size_t		plen = strlen("webhook_config_");
+	StringInfoData sql;
+
+	if (nsp == NULL || strcmp(nsp, "aloro_webhook") != 0 ||
+		strncmp(rel, "webhook_config_", plen) != 0 || rel[plen] == '\0' ||
+		strspn(rel + plen, "0123456789") != strlen(rel + plen))
+		return;
+	initStringInfo(&sql);
+	appendStringInfo(&sql, "SELECT aloro_webhook._webhook_apply(c.config) FROM aloro_webhook.%s c",
+					 quote_identifier(rel));
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (SPI_execute(sql.data, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not apply the webhooks copied to this node");
+	SPI_finish();
+	pfree(sql.data);
+}
+
 static void
 aw_process_utility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTree,
 				   ProcessUtilityContext context, ParamListInfo params,
@@ -105,7 +151,7 @@ aw_process_utility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTre
 	Oid			saved = aw_copy_target;
 
 	if (IsA(parsetree, CopyStmt) && ((CopyStmt *) parsetree)->is_from &&
-		((CopyStmt *) parsetree)->relation != NULL)
+		((CopyStmt *) parsetree)->relation != NULL && !aw_citus_carries_dml())
 		aw_copy_target = RangeVarGetRelid(((CopyStmt *) parsetree)->relation, NoLock, true);
 	else if (IsA(parsetree, DropStmt))
 		aw_notice_drop((DropStmt *) parsetree);
@@ -124,6 +170,9 @@ aw_process_utility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTre
 		aw_copy_target = saved;
 	}
 	PG_END_TRY();
+	if (IsA(parsetree, CopyStmt) && ((CopyStmt *) parsetree)->is_from &&
+		((CopyStmt *) parsetree)->relation != NULL)
+		aw_copied_webhook_config((CopyStmt *) parsetree);
 	if (IsA(parsetree, TransactionStmt) &&
 		((TransactionStmt *) parsetree)->kind == TRANS_STMT_COMMIT_PREPARED)
 		aw_after_commit_prepared();

@@ -19,7 +19,9 @@
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "fmgr.h"
+#include "parser/parse_func.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
 
@@ -79,21 +81,45 @@ aloro_webhook_watch(PG_FUNCTION_ARGS)
 				(errmsg("table %s is already watched", name)));
 	else
 	{
-		initStringInfo(&sql);
-		appendStringInfo(&sql,
-						 "CREATE TRIGGER aloro_webhook_call_ended "
-						 "AFTER INSERT OR UPDATE ON %s FOR EACH ROW "
-						 "EXECUTE FUNCTION aloro_webhook._call_ended(); "
-						 "CREATE TRIGGER aloro_webhook_call_forgotten "
-						 "AFTER DELETE OR UPDATE OF id ON %s FOR EACH ROW "
-						 "EXECUTE FUNCTION aloro_webhook._call_forgotten(); "
-						 "CREATE TRIGGER aloro_webhook_calls_truncated "
-						 "AFTER TRUNCATE ON %s FOR EACH STATEMENT "
-						 "EXECUTE FUNCTION aloro_webhook._call_forgotten()",
-						 name, name, name);
-		if (SPI_execute(sql.data, false, 0) != SPI_OK_UTILITY)
-			elog(ERROR, "could not create the triggers on %s", name);
+		/*
+		 * One statement each: Citus sends a trigger on a distributed table
+		 * to every shard as the statement it was given, and a string of
+		 * several is refused there.
+		 */
+		static const char *const triggers[3] = {
+			"CREATE TRIGGER aloro_webhook_call_ended "
+			"AFTER INSERT OR UPDATE ON %s FOR EACH ROW "
+			"EXECUTE FUNCTION aloro_webhook._call_ended()",
+			"CREATE TRIGGER aloro_webhook_call_forgotten "
+			"AFTER DELETE OR UPDATE OF id ON %s FOR EACH ROW "
+			"EXECUTE FUNCTION aloro_webhook._call_forgotten()",
+			"CREATE TRIGGER aloro_webhook_calls_truncated "
+			"AFTER TRUNCATE ON %s FOR EACH STATEMENT "
+			"EXECUTE FUNCTION aloro_webhook._call_forgotten()",
+		};
+
+		const char *unsafe = GetConfigOption("citus.enable_unsafe_triggers", true, false);
+
+		/* Citus creates row triggers on a distributed table only when told to */
+		if (unsafe != NULL)
+			SetConfigOption("citus.enable_unsafe_triggers", "on", PGC_USERSET, PGC_S_SESSION);
+		for (int i = 0; i < 3; i++)
+		{
+			initStringInfo(&sql);
+			appendStringInfo(&sql, triggers[i], name);
+			if (SPI_execute(sql.data, false, 0) != SPI_OK_UTILITY)
+				elog(ERROR, "could not create the triggers on %s", name);
+		}
+		if (unsafe != NULL)
+			SetConfigOption("citus.enable_unsafe_triggers", unsafe, PGC_USERSET, PGC_S_SESSION);
 	}
+
+	/* on a Citus coordinator, the configuration goes to every node (not in a 0.1.0 schema) */
+	if (OidIsValid(LookupFuncName(list_make2(makeString("aloro_webhook"),
+											 makeString("_citus_setup")),
+								  0, NULL, true)) &&
+		SPI_execute("SELECT aloro_webhook._citus_setup()", false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not set up the Citus cluster");
 	SPI_finish();
 	PG_RETURN_VOID();
 }
