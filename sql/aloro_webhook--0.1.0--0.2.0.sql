@@ -821,9 +821,10 @@ BEGIN
 END
 $$;
 
--- The other nodes' deliveries, for delivery_history on the coordinator
--- (nothing elsewhere).  A node that does not answer is named in a warning.
-CREATE FUNCTION aloro_webhook._other_nodes_history(
+-- The other nodes' deliveries (of one call, or all), for delivery_history
+-- and delivery_history_of() on the coordinator (nothing elsewhere).  A
+-- node that does not answer is named in a warning.
+CREATE FUNCTION aloro_webhook._other_nodes_history(of_call text DEFAULT NULL,
 	OUT id bigint, OUT webhook_id bigint, OUT webhook_name text, OUT url text,
 	OUT call_id text, OUT event text, OUT test boolean, OUT status text, OUT attempts integer,
 	OUT last_http_status integer, OUT last_error text, OUT created_at timestamptz,
@@ -834,14 +835,17 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	r record;
+	v_where text := '';
 BEGIN
 	IF NOT aloro_webhook._citus_coordinator() THEN
 		RETURN;
 	END IF;
+	IF of_call IS NOT NULL THEN
+		v_where := pg_catalog.format(' WHERE h.call_id OPERATOR(pg_catalog.=) %L', of_call);
+	END IF;
 	FOR r IN EXECUTE
-		'SELECT w.nodename, w.nodeport, w.success, w.result FROM pg_catalog.run_command_on_workers('
-		'$q$SELECT COALESCE(pg_catalog.json_agg(h), ''[]'') '
-		'FROM aloro_webhook.delivery_history h$q$) w'
+		'SELECT w.nodename, w.nodeport, w.success, w.result FROM pg_catalog.run_command_on_workers($1) w'
+		USING 'SELECT COALESCE(pg_catalog.json_agg(h), ''[]'') FROM aloro_webhook._local_history h' || v_where
 	LOOP
 		IF NOT r.success THEN
 			RAISE WARNING 'the deliveries of node %:% are not shown: %', r.nodename, r.nodeport, r.result;
@@ -860,21 +864,37 @@ BEGIN
 END
 $$;
 
--- One row per delivery, with its webhook and how long it took to succeed.
-CREATE VIEW aloro_webhook.delivery_history AS
+-- One row per delivery of this node, with its webhook and how long it took
+-- to succeed (on Citus, what the coordinator asks each node for).
+CREATE VIEW aloro_webhook._local_history AS
 SELECT d.id, d.webhook_id, w.name AS webhook_name, w.url, d.call_id, d.event, d.test,
 	   d.status, d.attempts, d.last_http_status, d.last_error, d.created_at, d.finished_at,
 	   d.next_attempt_at,
 	   CASE WHEN d.status = 'succeeded' THEN d.finished_at - d.created_at END AS time_to_success
   FROM aloro_webhook.delivery_log d
-  LEFT JOIN aloro_webhook.webhooks w ON w.id = d.webhook_id
+  LEFT JOIN aloro_webhook.webhooks w ON w.id = d.webhook_id;
+
+-- One row per delivery, with its webhook and how long it took to succeed.
+CREATE VIEW aloro_webhook.delivery_history AS
+SELECT * FROM aloro_webhook._local_history
 UNION ALL
-SELECT o.id, o.webhook_id, o.webhook_name, o.url, o.call_id, o.event, o.test, o.status,
-	   o.attempts, o.last_http_status, o.last_error, o.created_at, o.finished_at,
-	   o.next_attempt_at, o.time_to_success
-  FROM aloro_webhook._other_nodes_history() o;
+SELECT * FROM aloro_webhook._other_nodes_history() o;
 COMMENT ON VIEW aloro_webhook.delivery_history IS
 	'One row per delivery: its webhook, where it stands, and the time from queuing to success (on a Citus coordinator: of every node).';
+
+-- The rows of delivery_history for one call.  The same as
+-- "SELECT * FROM delivery_history WHERE call_id = $1", but on a Citus
+-- coordinator each node is asked for that call's rows only, not for all.
+CREATE FUNCTION aloro_webhook.delivery_history_of(call_id text)
+RETURNS SETOF aloro_webhook.delivery_history
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT h.* FROM aloro_webhook._local_history h
+	 WHERE h.call_id OPERATOR(pg_catalog.=) delivery_history_of.call_id
+	UNION ALL
+	SELECT o.* FROM aloro_webhook._other_nodes_history(delivery_history_of.call_id) o
+$$;
 
 -- One row per webhook: is it sending, how far behind, how well.
 CREATE VIEW aloro_webhook.webhook_health AS
@@ -1424,8 +1444,9 @@ GRANT EXECUTE ON FUNCTION aloro_webhook._citus_setup() TO aloro_webhook_admin;
 -- what delivery_history and call_payload() ask the other nodes of a Citus
 -- cluster with (nothing without Citus)
 GRANT EXECUTE ON FUNCTION aloro_webhook._citus_coordinator(),
-						   aloro_webhook._other_nodes_history(),
-						   aloro_webhook._ended_at(text)
+						   aloro_webhook._other_nodes_history(text),
+						   aloro_webhook._ended_at(text),
+						   aloro_webhook.delivery_history_of(text)
 	TO aloro_webhook_admin, aloro_webhook_reader;
 GRANT EXECUTE ON FUNCTION aloro_webhook._duration_bounds(),
 						   aloro_webhook._hist_add(integer[], integer[]),
@@ -1439,6 +1460,7 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON aloro_webhook.webhooks, aloro_webhook.ca
 GRANT SELECT ON aloro_webhook.ended_calls, aloro_webhook.deliveries,
 				 aloro_webhook.delivery_log, aloro_webhook.payloads, aloro_webhook.queue,
 				 aloro_webhook.delivery_attempts, aloro_webhook.delivery_history,
+				 aloro_webhook._local_history,
 				 aloro_webhook.webhook_health, aloro_webhook.webhook_state,
 				 aloro_webhook.webhook_stats
 	TO aloro_webhook_admin;
@@ -1467,6 +1489,7 @@ GRANT EXECUTE ON FUNCTION
 GRANT SELECT ON aloro_webhook.calls, aloro_webhook.ended_calls, aloro_webhook.deliveries,
 				 aloro_webhook.delivery_log, aloro_webhook.payloads, aloro_webhook.queue,
 				 aloro_webhook.delivery_attempts, aloro_webhook.delivery_history,
+				 aloro_webhook._local_history,
 				 aloro_webhook.webhook_health, aloro_webhook.webhook_state,
 				 aloro_webhook.webhook_stats
 	TO aloro_webhook_reader;

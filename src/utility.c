@@ -11,6 +11,7 @@
  *	  a Citus node carrying out the coordinator's INSERT ... SELECT.
  *	- DROP EXTENSION aloro_webhook CASCADE also drops the triggers that
  *	  watch() attached to the platform's tables: say which, in a NOTICE.
+ *	  On a Citus coordinator, webhook_config leaves Citus first.
  *	- on Citus, a COPY that places the webhooks on a node that joined
  *	  applies them to that node's own webhooks at once.
  *	- COMMIT PREPARED runs none of the commit callbacks of the transaction
@@ -26,7 +27,9 @@
 #include "catalog/pg_type.h"
 #include "commands/extension.h"
 #include "executor/spi.h"
+#include "nodes/makefuncs.h"
 #include "nodes/parsenodes.h"
+#include "parser/parse_func.h"
 #include "tcop/utility.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
@@ -142,6 +145,47 @@ aw_copied_webhook_config(CopyStmt *stmt)
 	pfree(sql.data);
 }
 
+/*
+ * DROP EXTENSION aloro_webhook on a Citus coordinator: first take
+ * webhook_config out of Citus, shards and all, as DROP TABLE of a
+ * distributed table does (Citus leaves the shards of an extension's table
+ * behind, in the extension's schema on every node, and CREATE EXTENSION
+ * refuses a schema that holds tables).
+ */
+static void
+aw_citus_before_drop(DropStmt *stmt)
+{
+	ListCell   *lc;
+	bool		ours = false;
+	bool		isnull;
+
+	if (stmt->removeType != OBJECT_EXTENSION)
+		return;
+	foreach(lc, stmt->objects)
+		if (IsA(lfirst(lc), String) && strcmp(strVal(lfirst(lc)), "aloro_webhook") == 0)
+			ours = true;
+	if (!ours || !OidIsValid(get_extension_oid("aloro_webhook", true)) ||
+		!OidIsValid(LookupFuncName(list_make2(makeString("aloro_webhook"),
+											  makeString("_citus_coordinator")),
+								   0, NULL, true)))
+		return;
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (SPI_execute("SELECT aloro_webhook._citus_coordinator()", true, 1) != SPI_OK_SELECT ||
+		SPI_processed != 1)
+		elog(ERROR, "could not tell whether this is a Citus coordinator");
+	if (DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)) &&
+		SPI_execute("SELECT pg_catalog.master_remove_distributed_table_metadata_from_workers("
+					"  'aloro_webhook.webhook_config'::pg_catalog.regclass, 'aloro_webhook', 'webhook_config'), "
+					"  pg_catalog.citus_drop_all_shards("
+					"  'aloro_webhook.webhook_config'::pg_catalog.regclass, 'aloro_webhook', 'webhook_config'), "
+					"  pg_catalog.master_remove_partition_metadata("
+					"  'aloro_webhook.webhook_config'::pg_catalog.regclass, 'aloro_webhook', 'webhook_config')",
+					false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not take webhook_config out of Citus");
+	SPI_finish();
+}
+
 static void
 aw_process_utility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTree,
 				   ProcessUtilityContext context, ParamListInfo params,
@@ -154,7 +198,10 @@ aw_process_utility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTre
 		((CopyStmt *) parsetree)->relation != NULL && !aw_citus_carries_dml())
 		aw_copy_target = RangeVarGetRelid(((CopyStmt *) parsetree)->relation, NoLock, true);
 	else if (IsA(parsetree, DropStmt))
+	{
 		aw_notice_drop((DropStmt *) parsetree);
+		aw_citus_before_drop((DropStmt *) parsetree);
+	}
 
 	PG_TRY();
 	{
@@ -173,6 +220,7 @@ aw_process_utility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTre
 	if (IsA(parsetree, CopyStmt) && ((CopyStmt *) parsetree)->is_from &&
 		((CopyStmt *) parsetree)->relation != NULL)
 		aw_copied_webhook_config((CopyStmt *) parsetree);
+
 	if (IsA(parsetree, TransactionStmt) &&
 		((TransactionStmt *) parsetree)->kind == TRANS_STMT_COMMIT_PREPARED)
 		aw_after_commit_prepared();

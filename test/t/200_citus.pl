@@ -189,6 +189,11 @@ is($coord->safe_psql('postgres',
 		   FROM aloro_webhook.delivery_history WHERE call_id = 'call_citus_example'"),
 	'a:succeeded:1,b:succeeded:1,c:succeeded:1',
 	'"what happened to call X?" is one query on the coordinator');
+is($coord->safe_psql('postgres',
+		"SELECT string_agg(webhook_name || ':' || status || ':' || attempts, ',' ORDER BY webhook_name)
+		   FROM aloro_webhook.delivery_history_of('call_citus_example')"),
+	'a:succeeded:1,b:succeeded:1,c:succeeded:1',
+	'delivery_history_of() asks each node for that call only, with the same answer');
 
 $coord->safe_psql('postgres',
 	"CREATE ROLE citus_reader LOGIN IN ROLE aloro_webhook_reader;
@@ -273,6 +278,28 @@ is(Encode::decode('UTF-8', $coord->safe_psql('postgres',
 	is($coord->safe_psql('postgres',
 			"SELECT count(*) FROM aloro_webhook.delivery_history WHERE call_id LIKE 'c-new-%'"),
 		8, 'ending a call again queues nothing');
+}
+
+# ---------------------------------------------------------------------------
+# 6. DROP EXTENSION and CREATE EXTENSION again, on the coordinator
+# ---------------------------------------------------------------------------
+{
+	$coord->safe_psql('postgres', 'DROP EXTENSION aloro_webhook CASCADE');
+	my $left = on_all_nodes($coord,
+		# pg_depend: Citus hides its shards from pg_class, not from there
+		"SELECT count(*) FROM pg_depend d JOIN pg_namespace n ON n.oid = d.refobjid
+		  WHERE d.refclassid = 'pg_namespace'::regclass AND n.nspname = 'aloro_webhook'");
+	is(join(',', values %$left), '0,0,0', 'DROP EXTENSION leaves no table behind on any node (shards neither)');
+	$coord->safe_psql('postgres', "CREATE EXTENSION aloro_webhook;
+		SELECT aloro_webhook.watch('public.calls');
+		SET log_statement = 'none';
+		SELECT aloro_webhook.create_webhook(" . quote_lit("$rcv2->{url}/ok/again") . ", "
+		  . quote_lit($secret2) . ");
+		INSERT INTO public.calls (id, status) SELECT 'c-again-' || g, 'completed' FROM generate_series(1, 6) g;");
+	my @again = wait_for_requests($rcv2, sub { (grep { $_->{path} eq '/ok/again' } @_) >= 6 }, 30,
+		'the calls after CREATE EXTENSION again');
+	is(scalar(grep { $_->{path} eq '/ok/again' && $_->{sig_raw_ok} } @again), 6,
+		'and after CREATE EXTENSION again, calls are delivered from every node');
 }
 
 $_->stop for ($w1, $w2, $coord);
