@@ -1197,10 +1197,11 @@ CREATE TRIGGER aloro_webhook_from_cluster
 	EXECUTE FUNCTION aloro_webhook._webhook_from_cluster();
 
 -- This node's share of delivery ids: from its Citus group id times 2^48
--- (the coordinator, group 0, keeps 1 ..).  The worker calls it at start and
--- every few seconds, so that a node added later needs no step of its own.
--- Returns the group id (0 without Citus).
-CREATE FUNCTION aloro_webhook._citus_node_setup()
+-- (the coordinator, group 0, keeps 1 ..).  Returns the group id (0 without
+-- Citus).  Run when the extension is created (Citus creates it on a node
+-- as the node joins), when Citus places the webhooks on a node, and by the
+-- worker (_citus_node_setup), so that a node added later needs no step.
+CREATE FUNCTION aloro_webhook._citus_node_ids()
 RETURNS integer
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -1211,9 +1212,6 @@ DECLARE
 	v_high bigint;
 	v_last bigint;
 	v_min bigint;
-	v_synced boolean;
-	v_configs jsonb[];
-	v_breaker text[] := ARRAY['enabled', 'disabled_reason', 'disabled_at'];
 BEGIN
 	IF pg_catalog.to_regclass('pg_catalog.pg_dist_local_group') IS NULL THEN
 		RETURN 0;
@@ -1221,33 +1219,6 @@ BEGIN
 	EXECUTE 'SELECT groupid FROM pg_catalog.pg_dist_local_group' INTO v_group;
 	IF v_group IS NULL OR v_group <= 0 OR v_group >= 32767 THEN
 		RETURN coalesce(v_group, 0);
-	END IF;
-	-- the webhooks as the coordinator has them, for a node that missed a
-	-- change (it was added later, or restored): each change reaches every
-	-- node in its own transaction anyway.  A webhook this node's breaker
-	-- disabled stays so until the coordinator's row changes.
-	IF EXISTS (SELECT 1 FROM pg_catalog.pg_extension x WHERE x.extname = 'citus') THEN
-		EXECUTE 'SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_dist_partition p '
-				'WHERE p.logicalrelid OPERATOR(pg_catalog.=) ''aloro_webhook.webhook_config''::pg_catalog.regclass)'
-			INTO v_synced;
-		IF v_synced THEN
-			-- read apart from the writes: Citus plans no statement that mixes
-			-- its reference table with this node's own tables
-			SELECT coalesce(pg_catalog.array_agg(c.config), '{}') INTO v_configs
-			  FROM aloro_webhook.webhook_config c;
-			PERFORM aloro_webhook._webhook_apply(c.config)
-			   FROM pg_catalog.unnest(v_configs) AS c(config)
-			   LEFT JOIN aloro_webhook.webhooks h
-					  ON h.id OPERATOR(pg_catalog.=) (c.config OPERATOR(pg_catalog.->>) 'id')::bigint
-			  WHERE h.id IS NULL
-				 OR (pg_catalog.to_jsonb(h) OPERATOR(pg_catalog.<>) c.config
-					 AND NOT (h.disabled_reason IS NOT NULL AND NOT h.enabled
-							  AND (pg_catalog.to_jsonb(h) OPERATOR(pg_catalog.-) v_breaker)
-								  OPERATOR(pg_catalog.=) (c.config OPERATOR(pg_catalog.-) v_breaker)));
-			DELETE FROM aloro_webhook.webhooks h
-			 WHERE NOT h.id OPERATOR(pg_catalog.=) ANY (
-				 SELECT (c.config OPERATOR(pg_catalog.->>) 'id')::bigint FROM pg_catalog.unnest(v_configs) AS c(config));
-		END IF;
 	END IF;
 	v_low := (v_group::bigint OPERATOR(pg_catalog.<<) 48) OPERATOR(pg_catalog.+) 1;
 	v_high := ((v_group::bigint OPERATOR(pg_catalog.+) 1) OPERATOR(pg_catalog.<<) 48) OPERATOR(pg_catalog.-) 1;
@@ -1264,6 +1235,55 @@ BEGIN
 	RETURN v_group;
 END
 $$;
+
+-- What the worker checks every few seconds on a Citus node: its range of
+-- delivery ids, and its webhooks as the coordinator has them (for a node
+-- that missed a change: it was added later, or restored; each change
+-- reaches every node in its own transaction anyway).  A webhook this node's
+-- breaker disabled stays so until the coordinator's row changes.  Returns
+-- the group id (0 without Citus).
+CREATE FUNCTION aloro_webhook._citus_node_setup()
+RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_group integer;
+	v_synced boolean;
+	v_configs jsonb[];
+	v_breaker text[] := ARRAY['enabled', 'disabled_reason', 'disabled_at'];
+BEGIN
+	v_group := aloro_webhook._citus_node_ids();
+	IF v_group <= 0 THEN
+		RETURN v_group;
+	END IF;
+	EXECUTE 'SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_dist_partition p '
+			'WHERE p.logicalrelid OPERATOR(pg_catalog.=) ''aloro_webhook.webhook_config''::pg_catalog.regclass)'
+		INTO v_synced;
+	IF v_synced THEN
+		-- read apart from the writes: Citus plans no statement that mixes
+		-- its reference table with this node's own tables
+		SELECT coalesce(pg_catalog.array_agg(c.config), '{}') INTO v_configs
+		  FROM aloro_webhook.webhook_config c;
+		PERFORM aloro_webhook._webhook_apply(c.config)
+		   FROM pg_catalog.unnest(v_configs) AS c(config)
+		   LEFT JOIN aloro_webhook.webhooks h
+				  ON h.id OPERATOR(pg_catalog.=) (c.config OPERATOR(pg_catalog.->>) 'id')::bigint
+		  WHERE h.id IS NULL
+			 OR (pg_catalog.to_jsonb(h) OPERATOR(pg_catalog.<>) c.config
+				 AND NOT (h.disabled_reason IS NOT NULL AND NOT h.enabled
+						  AND (pg_catalog.to_jsonb(h) OPERATOR(pg_catalog.-) v_breaker)
+							  OPERATOR(pg_catalog.=) (c.config OPERATOR(pg_catalog.-) v_breaker)));
+		DELETE FROM aloro_webhook.webhooks h
+		 WHERE NOT h.id OPERATOR(pg_catalog.=) ANY (
+			 SELECT (c.config OPERATOR(pg_catalog.->>) 'id')::bigint FROM pg_catalog.unnest(v_configs) AS c(config));
+	END IF;
+	RETURN v_group;
+END
+$$;
+
+-- a node that Citus creates the extension on as it joins takes its ids now
+SELECT aloro_webhook._citus_node_ids();
 
 -- Runs a statement here and answers what came of it as jsonb: {"result"}
 -- or the error's {"sqlstate", "message", "detail", "hint"}, for _on_nodes()
@@ -1379,9 +1399,12 @@ AS $$
 		ELSE t::text END
 $$;
 
--- watch() on a Citus coordinator: the configuration goes to every node
--- (SECURITY DEFINER: distributing the extension's table is its owner's).
-CREATE FUNCTION aloro_webhook._citus_setup()
+-- watch() on a Citus coordinator: refuses a calls table whose shards have
+-- several placements (a reference table, or citus.shard_replication_factor
+-- above 1: the trigger would fire on each, and each node would send the
+-- call), then the configuration goes to every node (SECURITY DEFINER:
+-- distributing the extension's table is its owner's).
+CREATE FUNCTION aloro_webhook._citus_setup(calls regclass)
 RETURNS void
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -1389,11 +1412,25 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	r record;
+	v_copies bigint;
 BEGIN
 	IF pg_catalog.to_regprocedure('pg_catalog.citus_is_coordinator()') IS NULL THEN
 		RETURN;
 	END IF;
-	IF NOT pg_catalog.citus_is_coordinator() OR aloro_webhook._citus_coordinator() THEN
+	IF NOT pg_catalog.citus_is_coordinator() THEN
+		RETURN;
+	END IF;
+	EXECUTE 'SELECT pg_catalog.max(n) FROM (SELECT pg_catalog.count(*) AS n '
+			'  FROM pg_catalog.pg_dist_shard s JOIN pg_catalog.pg_dist_placement p USING (shardid) '
+			' WHERE s.logicalrelid OPERATOR(pg_catalog.=) $1 GROUP BY s.shardid) x'
+		INTO v_copies USING calls;
+	IF v_copies > 1 THEN
+		RAISE EXCEPTION 'table % keeps each call on % nodes', calls, v_copies
+			USING ERRCODE = 'feature_not_supported',
+				  DETAIL = 'The call-ended trigger fires on every copy of a shard, so each of those nodes would send every call.',
+				  HINT = 'Distribute the calls table with create_distributed_table() and citus.shard_replication_factor = 1 (the default); keep a node''s data safe with a streaming standby.';
+	END IF;
+	IF aloro_webhook._citus_coordinator() THEN
 		RETURN;
 	END IF;
 	-- the reference table carries the trigger that applies it on each node
@@ -1403,7 +1440,7 @@ BEGIN
 	SELECT w.id, pg_catalog.to_jsonb(w) FROM aloro_webhook.webhooks w
 	ON CONFLICT (id) DO UPDATE SET config = EXCLUDED.config;
 	-- each node's delivery ids (its worker would within seconds; now, before calls end there)
-	FOR r IN SELECT * FROM pg_catalog.run_command_on_all_nodes('SELECT aloro_webhook._citus_node_setup()') LOOP
+	FOR r IN SELECT * FROM pg_catalog.run_command_on_all_nodes('SELECT aloro_webhook._citus_node_ids()') LOOP
 		IF NOT r.success THEN
 			RAISE WARNING 'node % could not take its range of delivery ids yet: %', r.nodeid, r.result
 				USING HINT = 'Its delivery worker sets it up within seconds once the node runs the extension.';
@@ -1440,7 +1477,7 @@ GRANT EXECUTE ON FUNCTION aloro_webhook._check_secret(text) TO PUBLIC;
 GRANT EXECUTE ON FUNCTION aloro_webhook._check_call(text, text, jsonb, jsonb, jsonb) TO PUBLIC;
 -- what webhook_health computes with, in the reader's name
 -- watch() on a Citus coordinator sends the configuration to every node
-GRANT EXECUTE ON FUNCTION aloro_webhook._citus_setup() TO aloro_webhook_admin;
+GRANT EXECUTE ON FUNCTION aloro_webhook._citus_setup(regclass) TO aloro_webhook_admin;
 -- what delivery_history and call_payload() ask the other nodes of a Citus
 -- cluster with (nothing without Citus)
 GRANT EXECUTE ON FUNCTION aloro_webhook._citus_coordinator(),

@@ -120,7 +120,8 @@ aw_citus_carries_dml(void)
 /*
  * After a COPY into a shard of webhook_config (Citus placing the reference
  * table on a node that joined, before any call can end there): apply it to
- * this node's webhooks now, not at the worker's next look.
+ * this node's webhooks now, not at the worker's next look, and take this
+ * node's range of delivery ids.
  */
 static void
 aw_copied_webhook_config(CopyStmt *stmt)
@@ -141,6 +142,9 @@ aw_copied_webhook_config(CopyStmt *stmt)
 		elog(ERROR, "SPI_connect failed");
 	if (SPI_execute(sql.data, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not apply the webhooks copied to this node");
+	/* and its range of delivery ids, before a shard (and a call) can arrive */
+	if (SPI_execute("SELECT aloro_webhook._citus_node_ids()", false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not set up this node's delivery ids");
 	SPI_finish();
 	pfree(sql.data);
 }

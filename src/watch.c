@@ -115,11 +115,17 @@ aloro_webhook_watch(PG_FUNCTION_ARGS)
 	}
 
 	/* on a Citus coordinator, the configuration goes to every node (not in a 0.1.0 schema) */
-	if (OidIsValid(LookupFuncName(list_make2(makeString("aloro_webhook"),
-											 makeString("_citus_setup")),
-								  0, NULL, true)) &&
-		SPI_execute("SELECT aloro_webhook._citus_setup()", false, 0) != SPI_OK_SELECT)
-		elog(ERROR, "could not set up the Citus cluster");
+	{
+		Oid			argtypes[1] = {REGCLASSOID};
+		Datum		args[1] = {ObjectIdGetDatum(relid)};
+
+		if (OidIsValid(LookupFuncName(list_make2(makeString("aloro_webhook"),
+												 makeString("_citus_setup")),
+									  1, argtypes, true)) &&
+			SPI_execute_with_args("SELECT aloro_webhook._citus_setup($1)", 1, argtypes, args,
+								  NULL, false, 0) != SPI_OK_SELECT)
+			elog(ERROR, "could not set up the Citus cluster");
+	}
 	SPI_finish();
 	PG_RETURN_VOID();
 }

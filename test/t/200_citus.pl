@@ -278,6 +278,17 @@ is(Encode::decode('UTF-8', $coord->safe_psql('postgres',
 	is($coord->safe_psql('postgres',
 			"SELECT count(*) FROM aloro_webhook.delivery_history WHERE call_id LIKE 'c-new-%'"),
 		8, 'ending a call again queues nothing');
+
+	# a table Citus keeps a copy of on every node would have every node send each call
+	$coord->safe_psql('postgres',
+		"CREATE TABLE public.ref_calls (id text PRIMARY KEY, status text NOT NULL);
+		 SELECT create_reference_table('public.ref_calls')");
+	my ($ret, $out, $err) = $coord->psql('postgres', "SELECT aloro_webhook.watch('public.ref_calls')");
+	like($err, qr/table public\.ref_calls keeps each call on 3 nodes/,
+		'watch() refuses a table whose shards are kept on several nodes');
+	is($coord->safe_psql('postgres',
+			"SELECT count(*) FROM pg_trigger WHERE tgrelid = 'public.ref_calls'::regclass AND NOT tgisinternal"),
+		0, 'and attaches nothing to it');
 }
 
 # ---------------------------------------------------------------------------
