@@ -1236,8 +1236,10 @@ BEGIN
 END
 $$;
 
--- What the worker checks every few seconds on a Citus node: its range of
--- delivery ids, and its webhooks as the coordinator has them (for a node
+-- What the worker checks every few seconds on a Citus node: on the
+-- coordinator, whether a watched table was distributed after watch(); on
+-- the others, their range of delivery ids, and their webhooks as the
+-- coordinator has them (for a node
 -- that missed a change: it was added later, or restored; each change
 -- reaches every node in its own transaction anyway).  A webhook this node's
 -- breaker disabled stays so until the coordinator's row changes.  Returns
@@ -1250,10 +1252,30 @@ AS $$
 DECLARE
 	v_group integer;
 	v_synced boolean;
+	v_coordinator boolean;
+	v_watched regclass;
 	v_configs jsonb[];
 	v_breaker text[] := ARRAY['enabled', 'disabled_reason', 'disabled_at'];
 BEGIN
 	v_group := aloro_webhook._citus_node_ids();
+	IF v_group = 0 AND pg_catalog.to_regprocedure('pg_catalog.citus_is_coordinator()') IS NOT NULL
+	   AND NOT aloro_webhook._citus_coordinator() THEN
+		-- a coordinator whose watched table was distributed after watch()
+		-- (which had no cluster to set up then): set the nodes up now
+		EXECUTE 'SELECT pg_catalog.citus_is_coordinator()' INTO v_coordinator;
+		IF v_coordinator THEN
+			EXECUTE 'SELECT t.tgrelid::pg_catalog.regclass FROM pg_catalog.pg_trigger t '
+					'  JOIN pg_catalog.pg_dist_partition p ON p.logicalrelid OPERATOR(pg_catalog.=) t.tgrelid '
+					' WHERE t.tgname OPERATOR(pg_catalog.=) ''aloro_webhook_call_ended'' '
+					'   AND t.tgfoid OPERATOR(pg_catalog.=) ''aloro_webhook._call_ended()''::pg_catalog.regprocedure '
+					' LIMIT 1'
+				INTO v_watched;
+			IF v_watched IS NOT NULL THEN
+				RAISE LOG 'aloro_webhook: % was distributed after watch(): sending the webhooks to every node', v_watched;
+				PERFORM aloro_webhook._citus_setup(v_watched);
+			END IF;
+		END IF;
+	END IF;
 	IF v_group <= 0 THEN
 		RETURN v_group;
 	END IF;

@@ -301,15 +301,28 @@ is(Encode::decode('UTF-8', $coord->safe_psql('postgres',
 		"SELECT count(*) FROM pg_depend d JOIN pg_namespace n ON n.oid = d.refobjid
 		  WHERE d.refclassid = 'pg_namespace'::regclass AND n.nspname = 'aloro_webhook'");
 	is(join(',', values %$left), '0,0,0', 'DROP EXTENSION leaves no table behind on any node (shards neither)');
+	# and a calls table watched first, distributed afterwards
 	$coord->safe_psql('postgres', "CREATE EXTENSION aloro_webhook;
-		SELECT aloro_webhook.watch('public.calls');
+		CREATE TABLE public.late_calls (id text PRIMARY KEY, status text NOT NULL);
+		SELECT aloro_webhook.watch('public.late_calls');
 		SET log_statement = 'none';
 		SELECT aloro_webhook.create_webhook(" . quote_lit("$rcv2->{url}/ok/again") . ", "
 		  . quote_lit($secret2) . ");
-		INSERT INTO public.calls (id, status) SELECT 'c-again-' || g, 'completed' FROM generate_series(1, 6) g;");
-	my @again = wait_for_requests($rcv2, sub { (grep { $_->{path} eq '/ok/again' } @_) >= 6 }, 30,
+		SET citus.enable_unsafe_triggers = on;
+		SELECT create_distributed_table('public.late_calls', 'id');");
+	ok(wait_until(sub {
+			my $n = on_all_nodes($coord, 'SELECT count(*) FROM aloro_webhook.webhooks');
+			3 == grep { $_ == 1 } values %$n;
+		}, 30, 'the webhook on every node'),
+		'a table watched while it was local and distributed afterwards: every node has the webhook');
+	$coord->safe_psql('postgres',
+		"INSERT INTO public.late_calls (id, status) SELECT 'c-late-' || g, 'completed' FROM generate_series(1, 6) g");
+	$coord->safe_psql('postgres', "SELECT aloro_webhook.watch('public.calls')");
+	$coord->safe_psql('postgres',
+		"INSERT INTO public.calls (id, status) SELECT 'c-again-' || g, 'completed' FROM generate_series(1, 6) g");
+	my @again = wait_for_requests($rcv2, sub { (grep { $_->{path} eq '/ok/again' } @_) >= 12 }, 30,
 		'the calls after CREATE EXTENSION again');
-	is(scalar(grep { $_->{path} eq '/ok/again' && $_->{sig_raw_ok} } @again), 6,
+	is(scalar(grep { $_->{path} eq '/ok/again' && $_->{sig_raw_ok} } @again), 12,
 		'and after CREATE EXTENSION again, calls are delivered from every node');
 }
 

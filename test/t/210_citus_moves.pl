@@ -225,4 +225,37 @@ sub ids_on_shard
 }
 
 $_->stop for ($w1, $w2, $coord);
+
+# ---------------------------------------------------------------------------
+# 4. watch() on a database that became a cluster only afterwards
+# ---------------------------------------------------------------------------
+{
+	my $lone = citus_node('lone');
+	$lone->safe_psql('postgres', "CREATE TABLE public.calls (id text PRIMARY KEY, status text NOT NULL);
+		CREATE EXTENSION aloro_webhook;
+		SELECT aloro_webhook.watch('public.calls');
+		SET log_statement = 'none';
+		SELECT aloro_webhook.create_webhook(" . quote_lit("$rcv->{url}/ok/lone") . ", " . quote_lit($secret) . ");");
+	is($lone->safe_psql('postgres', 'SELECT aloro_webhook._citus_coordinator()'), 'f',
+		'a database with Citus but no cluster yet: watch() had nothing to set up');
+	my @lw = map { citus_node("lone_w$_") } 1 .. 2;
+	$lone->safe_psql('postgres',
+		"SELECT citus_set_coordinator_host('127.0.0.1', " . $lone->port . ")");
+	citus_join($lone, $_) for @lw;
+	$lone->safe_psql('postgres', "SET citus.enable_unsafe_triggers = on;
+		SELECT create_distributed_table('public.calls', 'id')");
+	ok(poll_until($lone, 'SELECT aloro_webhook._citus_coordinator()', 't', 30),
+		'once the table is distributed, the coordinator\'s worker sets the nodes up');
+	ok(wait_until(sub {
+			my $n = on_all_nodes($lone, 'SELECT count(*) FROM aloro_webhook.webhooks');
+			3 == grep { $_ == 1 } values %$n;
+		}, 30, 'the webhook on every node'),
+		'every node has the webhook');
+	$lone->safe_psql('postgres',
+		"INSERT INTO public.calls (id, status) SELECT 'lone-' || g, 'completed' FROM generate_series(1, 20) g");
+	my $got = wait_received('/ok/lone', 'lone-', 20, 30, 'the calls');
+	is(scalar(keys %$got), 20, 'and the calls ending on its shards are delivered');
+	$_->stop for (@lw, $lone);
+}
+
 done_testing();
