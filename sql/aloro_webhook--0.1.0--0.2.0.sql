@@ -777,8 +777,28 @@ BEGIN
 END
 $$;
 
+-- Is webhook_config a Citus reference table here (watch() on the
+-- coordinator makes it one, and Citus tells every node)?
+CREATE FUNCTION aloro_webhook._citus_config_shared()
+RETURNS boolean
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_yes boolean;
+BEGIN
+	IF pg_catalog.to_regclass('pg_catalog.pg_dist_partition') IS NULL THEN
+		RETURN false;
+	END IF;
+	EXECUTE 'SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_dist_partition p '
+			'WHERE p.logicalrelid OPERATOR(pg_catalog.=) ''aloro_webhook.webhook_config''::pg_catalog.regclass)'
+		INTO v_yes;
+	RETURN v_yes;
+END
+$$;
+
 -- Is this database the coordinator of a Citus cluster whose webhook_config
--- is distributed (watch() makes it so)?
+-- is shared?
 CREATE FUNCTION aloro_webhook._citus_coordinator()
 RETURNS boolean
 LANGUAGE plpgsql STABLE
@@ -787,13 +807,11 @@ AS $$
 DECLARE
 	v_yes boolean;
 BEGIN
-	IF pg_catalog.to_regclass('pg_catalog.pg_dist_partition') IS NULL
-	   OR pg_catalog.to_regprocedure('pg_catalog.citus_is_coordinator()') IS NULL THEN
+	IF pg_catalog.to_regprocedure('pg_catalog.citus_is_coordinator()') IS NULL
+	   OR NOT aloro_webhook._citus_config_shared() THEN
 		RETURN false;
 	END IF;
-	EXECUTE 'SELECT pg_catalog.citus_is_coordinator() AND EXISTS (SELECT 1 FROM pg_catalog.pg_dist_partition p '
-			'WHERE p.logicalrelid OPERATOR(pg_catalog.=) ''aloro_webhook.webhook_config''::pg_catalog.regclass)'
-		INTO v_yes;
+	EXECUTE 'SELECT pg_catalog.citus_is_coordinator()' INTO v_yes;
 	RETURN v_yes;
 END
 $$;
@@ -1251,7 +1269,6 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	v_group integer;
-	v_synced boolean;
 	v_coordinator boolean;
 	v_watched regclass;
 	v_configs jsonb[];
@@ -1279,10 +1296,7 @@ BEGIN
 	IF v_group <= 0 THEN
 		RETURN v_group;
 	END IF;
-	EXECUTE 'SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_dist_partition p '
-			'WHERE p.logicalrelid OPERATOR(pg_catalog.=) ''aloro_webhook.webhook_config''::pg_catalog.regclass)'
-		INTO v_synced;
-	IF v_synced THEN
+	IF aloro_webhook._citus_config_shared() THEN
 		-- read apart from the writes: Citus plans no statement that mixes
 		-- its reference table with this node's own tables
 		SELECT coalesce(pg_catalog.array_agg(c.config), '{}') INTO v_configs
@@ -1503,6 +1517,7 @@ GRANT EXECUTE ON FUNCTION aloro_webhook._citus_setup(regclass) TO aloro_webhook_
 -- what delivery_history and call_payload() ask the other nodes of a Citus
 -- cluster with (nothing without Citus)
 GRANT EXECUTE ON FUNCTION aloro_webhook._citus_coordinator(),
+						   aloro_webhook._citus_config_shared(),
 						   aloro_webhook._other_nodes_history(text),
 						   aloro_webhook._ended_at(text),
 						   aloro_webhook.delivery_history_of(text)

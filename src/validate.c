@@ -255,22 +255,37 @@ aw_schedule_split(char *text, char **entries, int max, int *bad)
 
 /*
  * aw_schedule_delay_ms
- *		An interval's fields as a delay in milliseconds, months counting as 30
- *		days and years as 365.25 (as interval comparison does): -1 when the
- *		total is negative, max_ms + 1 when it is longer than max_ms.
+ *		An interval's fields as a delay in whole milliseconds (truncated),
+ *		months counting as 30 days and years as 365.25 (as interval comparison
+ *		does): -1 when the total is negative, max_ms + 1 when it is longer
+ *		than max_ms.  Summed exactly in microseconds: in a double, fields of
+ *		opposite signs that nearly cancel would leave an error of several
+ *		milliseconds (the fuzz harness found one).
  */
 long long
 aw_schedule_delay_ms(long long usec, int mday, int mon, int year, long long max_ms)
 {
-	double		total;
+#ifdef __SIZEOF_INT128__
+	__int128	total = (__int128) usec
+		+ (__int128) mday * 86400000000LL
+		+ (__int128) mon * (30 * 86400000000LL)
+		+ (__int128) year * 31557600000000LL;	/* 365.25 days */
 
-	total = (double) usec / 1000.0
-		+ (double) mday * 86400000.0
-		+ (double) mon * 30.0 * 86400000.0
-		+ (double) year * 365.25 * 86400000.0;
 	if (total < 0)
 		return -1;
-	if (total > (double) max_ms)
+	if (total / 1000 > (__int128) max_ms)
+		return max_ms + 1;
+	return (long long) (total / 1000);
+#else
+	long double total = (long double) usec / 1000.0L
+		+ (long double) mday * 86400000.0L
+		+ (long double) mon * 30.0L * 86400000.0L
+		+ (long double) year * 365.25L * 86400000.0L;
+
+	if (total < 0)
+		return -1;
+	if (total > (long double) max_ms)
 		return max_ms + 1;
 	return (long long) total;
+#endif
 }
