@@ -1160,33 +1160,32 @@ CREATE TRIGGER aloro_webhook_to_cluster
 	EXECUTE FUNCTION aloro_webhook._webhook_to_cluster();
 
 -- Makes this node's webhook what the coordinator's is (config: its row as
--- jsonb).  Returns whether it wrote.
+-- jsonb).  Every column is taken, read from the catalog, so a column added
+-- to webhooks later is carried too.  Returns whether it wrote.
 CREATE FUNCTION aloro_webhook._webhook_apply(config jsonb)
 RETURNS boolean
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-	w aloro_webhook.webhooks;
+	v_set text;
 BEGIN
-	w := pg_catalog.jsonb_populate_record(NULL::aloro_webhook.webhooks, config);
 	IF EXISTS (SELECT 1 FROM aloro_webhook.webhooks h
-				WHERE h.id OPERATOR(pg_catalog.=) w.id
+				WHERE h.id OPERATOR(pg_catalog.=) (config OPERATOR(pg_catalog.->>) 'id')::bigint
 				  AND pg_catalog.to_jsonb(h) OPERATOR(pg_catalog.=) config) THEN
 		RETURN false;
 	END IF;
-	INSERT INTO aloro_webhook.webhooks AS h
-	SELECT w.*
-	ON CONFLICT (id) DO UPDATE SET
-		(name, url, secret, completed_only, include_recording, enabled, assistant_id,
-		 campaign_id, created_at, url_password, signature_scheme, disabled_reason, disabled_at,
-		 previous_secret, previous_secret_until, headers, rate_limit, filter)
-		= (EXCLUDED.name, EXCLUDED.url, EXCLUDED.secret, EXCLUDED.completed_only,
-		   EXCLUDED.include_recording, EXCLUDED.enabled, EXCLUDED.assistant_id,
-		   EXCLUDED.campaign_id, EXCLUDED.created_at, EXCLUDED.url_password,
-		   EXCLUDED.signature_scheme, EXCLUDED.disabled_reason, EXCLUDED.disabled_at,
-		   EXCLUDED.previous_secret, EXCLUDED.previous_secret_until, EXCLUDED.headers,
-		   EXCLUDED.rate_limit, EXCLUDED.filter);
+	SELECT pg_catalog.string_agg(pg_catalog.format('%1$I = EXCLUDED.%1$I', a.attname), ', '
+								 ORDER BY a.attnum)
+	  INTO v_set
+	  FROM pg_catalog.pg_attribute a
+	 WHERE a.attrelid OPERATOR(pg_catalog.=) 'aloro_webhook.webhooks'::pg_catalog.regclass
+	   AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped
+	   AND a.attname OPERATOR(pg_catalog.<>) 'id';
+	EXECUTE 'INSERT INTO aloro_webhook.webhooks AS h '
+			'SELECT (pg_catalog.jsonb_populate_record(NULL::aloro_webhook.webhooks, $1)).* '
+			'ON CONFLICT (id) DO UPDATE SET ' || v_set
+		USING config;
 	RETURN true;
 END
 $$;

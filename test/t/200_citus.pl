@@ -310,10 +310,7 @@ is(Encode::decode('UTF-8', $coord->safe_psql('postgres',
 		  . quote_lit($secret2) . ");
 		SET citus.enable_unsafe_triggers = on;
 		SELECT create_distributed_table('public.late_calls', 'id');");
-	ok(wait_until(sub {
-			my $n = on_all_nodes($coord, 'SELECT count(*) FROM aloro_webhook.webhooks');
-			3 == grep { $_ == 1 } values %$n;
-		}, 30, 'the webhook on every node'),
+	ok(webhooks_everywhere($coord, 1),
 		'a table watched while it was local and distributed afterwards: every node has the webhook');
 	$coord->safe_psql('postgres',
 		"INSERT INTO public.late_calls (id, status) SELECT 'c-late-' || g, 'completed' FROM generate_series(1, 6) g");

@@ -87,13 +87,30 @@ sub ids_on_shard
 		  ORDER BY id LIMIT $n");
 }
 
+# the first shard of the calls table that a node holds
+sub first_shard_on
+{
+	my ($node) = @_;
+	return $coord->safe_psql('postgres',
+		"SELECT min(shardid) FROM citus_shards
+		  WHERE table_name = 'public.calls'::regclass AND nodeport = " . $node->port);
+}
+
+# ends these calls, in one statement on the coordinator
+sub end_ids
+{
+	my (@ids) = @_;
+	$coord->safe_psql('postgres',
+		"INSERT INTO public.calls (id, status) SELECT unnest(ARRAY["
+		  . join(',', map { quote_lit($_) } @ids) . "]), 'completed'");
+	return;
+}
+
 # ---------------------------------------------------------------------------
 # 1. A shard moves while calls end on it
 # ---------------------------------------------------------------------------
 {
-	my $shard = $coord->safe_psql('postgres',
-		"SELECT min(shardid) FROM citus_shards
-		  WHERE table_name = 'public.calls'::regclass AND nodeport = " . $w1->port);
+	my $shard = first_shard_on($w1);
 	my @during = ids_on_shard($shard, 'mv-', 150);
 	my @others = map { "mv-other-$_" } 1 .. scalar(@during);
 	my $bg = end_calls_in_background([ map { ($during[$_], $others[$_]) } 0 .. $#during ]);
@@ -117,9 +134,7 @@ sub ids_on_shard
 
 	# and after it: the shard's calls are queued by its new node
 	my @after = ids_on_shard($shard, 'mv-after-', 20);
-	$coord->safe_psql('postgres',
-		"INSERT INTO public.calls (id, status) SELECT unnest(ARRAY["
-		  . join(',', map { quote_lit($_) } @after) . "]), 'completed'");
+	end_ids(@after);
 
 	my $total = @during + @others + @after;
 	my $got = wait_received('/ok/a', 'mv-', $total, 60, "$total calls");
@@ -142,13 +157,9 @@ sub ids_on_shard
 	$coord->safe_psql('postgres',
 		"SET log_statement = 'none'; UPDATE aloro_webhook.webhooks SET url = "
 		  . quote_lit("$rcv->{url}/slow/300") . " WHERE id = $wa");
-	my $shard1 = $coord->safe_psql('postgres',
-		"SELECT min(shardid) FROM citus_shards
-		  WHERE table_name = 'public.calls'::regclass AND nodeport = " . $w1->port);
+	my $shard1 = first_shard_on($w1);
 	my @ids = ids_on_shard($shard1, 'stop-', 40);
-	$coord->safe_psql('postgres',
-		"INSERT INTO public.calls (id, status) SELECT unnest(ARRAY["
-		  . join(',', map { quote_lit($_) } @ids) . "]), 'completed'");
+	end_ids(@ids);
 	my $some = wait_received('/slow/300', 'stop-', 3, 30, 'the first deliveries');
 	ok(keys(%$some) >= 3 && keys(%$some) < 40, 'worker1 is part way through its queue');
 	$w1->stop('immediate');
@@ -192,13 +203,9 @@ sub ids_on_shard
 			  WHERE sequencename = 'delivery_log_id_seq'", 't', 30),
 		'and its own range of delivery ids');
 
-	my $shard3 = $coord->safe_psql('postgres',
-		"SELECT min(shardid) FROM citus_shards
-		  WHERE table_name = 'public.calls'::regclass AND nodeport = " . $w3->port);
+	my $shard3 = first_shard_on($w3);
 	my @later = ids_on_shard($shard3, 'rb-later-', 20);
-	$coord->safe_psql('postgres',
-		"INSERT INTO public.calls (id, status) SELECT unnest(ARRAY["
-		  . join(',', map { quote_lit($_) } @later) . "]), 'completed'");
+	end_ids(@later);
 	my $total = @ids + @later;
 	my $got = wait_received('/ok/a', 'rb-', $total, 90, "$total calls");
 	is(scalar(keys %$got), $total, "all $total calls delivered");
@@ -216,9 +223,7 @@ sub ids_on_shard
 	my $wz = $coord->safe_psql('postgres',
 		"SET log_statement = 'none'; SELECT aloro_webhook.create_webhook(url => "
 		  . quote_lit("$rcv->{url}/ok/z") . ", secret => " . quote_lit($secret) . ", name => 'z')");
-	$coord->safe_psql('postgres',
-		"INSERT INTO public.calls (id, status) SELECT unnest(ARRAY["
-		  . join(',', map { quote_lit($_) } ids_on_shard($shard3, 'z-', 5)) . "]), 'completed'");
+	end_ids(ids_on_shard($shard3, 'z-', 5));
 	my $z = wait_received('/ok/z', 'z-', 5, 30, 'the new webhook');
 	is(scalar(keys %$z), 5, 'a webhook created after the node joined is sent by it');
 	$w3->stop;
@@ -246,10 +251,7 @@ $_->stop for ($w1, $w2, $coord);
 		SELECT create_distributed_table('public.calls', 'id')");
 	ok(poll_until($lone, 'SELECT aloro_webhook._citus_coordinator()', 't', 30),
 		'once the table is distributed, the coordinator\'s worker sets the nodes up');
-	ok(wait_until(sub {
-			my $n = on_all_nodes($lone, 'SELECT count(*) FROM aloro_webhook.webhooks');
-			3 == grep { $_ == 1 } values %$n;
-		}, 30, 'the webhook on every node'),
+	ok(webhooks_everywhere($lone, 1),
 		'every node has the webhook');
 	$lone->safe_psql('postgres',
 		"INSERT INTO public.calls (id, status) SELECT 'lone-' || g, 'completed' FROM generate_series(1, 20) g");

@@ -18,7 +18,7 @@ use PostgreSQL::Test::Utils;
 
 use AloroTest;
 
-our @EXPORT = qw(citus_node citus_cluster citus_join on_all_nodes node_group);
+our @EXPORT = qw(citus_node citus_cluster citus_join on_all_nodes node_group webhooks_everywhere);
 
 # The settings of every Citus node (besides AloroTest's defaults).
 my %citus_conf = (
@@ -102,6 +102,16 @@ sub on_all_nodes
 		$out{ $row->{port} } = $row->{result};
 	}
 	return \%out;
+}
+
+# Waits (bounded) until every node has $n webhooks; true when they do.
+sub webhooks_everywhere
+{
+	my ($coord, $n, $timeout) = @_;
+	return AloroTest::wait_until(sub {
+			my $count = on_all_nodes($coord, 'SELECT count(*) FROM aloro_webhook.webhooks');
+			!grep { $_ != $n } values %$count;
+		}, $timeout // 30, "$n webhooks on every node");
 }
 
 # The Citus group of a node.
