@@ -2,14 +2,26 @@
 EXTENSION  = aloro_webhook
 MODULE_big = $(EXTENSION)
 OBJS       = $(patsubst %.c,%.o,$(wildcard src/*.c))
-DATA       = $(wildcard sql/$(EXTENSION)--*.sql)
 PG_CPPFLAGS = -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initializers -Werror
 SHLIB_LINK = -lcurl -lssl -lcrypto
 REGRESS    = $(patsubst test/sql/%.sql,%,$(sort $(wildcard test/sql/*.sql)))
 REGRESS_OPTS = --inputdir=test --temp-instance=./tmp_check --temp-config=./test/regress.conf
 TAP_TESTS  = 1
 PROVE_TESTS = $(sort $(wildcard test/t/*.pl))
-EXTRA_CLEAN = tmp_check results regression.diffs regression.out log
+EXTRA_CLEAN = tmp_check results regression.diffs regression.out log build
+
+# --- the install and upgrade scripts, built from sql/ (see sql/README.md) ---
+# The version CREATE EXTENSION installs, and the files that define it, in the
+# order they run.  Each of them can run again over a database that has its
+# objects, so an upgrade runs them all after its migration.
+EXT_VERSION = $(shell sed -n "s/^default_version = '\(.*\)'/\1/p" $(EXTENSION).control)
+SQL_OBJECTS = sql/configuration.sql sql/enqueue.sql sql/queue.sql sql/history.sql \
+              sql/operations.sql sql/citus.sql sql/roles.sql
+# earlier versions' scripts as they were released, and the migrations
+# (sql/upgrades/FROM--TO.sql) to the current version
+RELEASED    = $(patsubst sql/released/%,build/%,$(wildcard sql/released/$(EXTENSION)--*.sql))
+UPGRADES    = $(patsubst sql/upgrades/%,build/$(EXTENSION)--%,$(wildcard sql/upgrades/*--*.sql))
+DATA_built  = build/$(EXTENSION)--$(EXT_VERSION).sql $(UPGRADES) $(RELEASED)
 
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
@@ -17,6 +29,33 @@ include $(PGXS)
 
 # after the include: Makefile.global resets PROVE_FLAGS
 PROVE_FLAGS = -I ./test/t --timer
+
+# the current version: the install guard, then every object
+build/$(EXTENSION)--$(EXT_VERSION).sql: sql/install_guard.sql $(SQL_OBJECTS) $(EXTENSION).control
+	@mkdir -p build
+	{ printf '%s\n' "/* $(notdir $@) -- built by the Makefile from sql/: edit those files, not this one */" \
+		'\echo Use "CREATE EXTENSION $(EXTENSION)" to load this file. \quit'; \
+	  cat sql/install_guard.sql $(SQL_OBJECTS); } > $@
+
+# an upgrade: its migration, with every object of the current version where
+# it says "-- @objects"; only to the current version (sql/README.md says how
+# an upgrade is frozen when the next version begins)
+$(UPGRADES): build/$(EXTENSION)--%.sql: sql/upgrades/%.sql $(SQL_OBJECTS) $(EXTENSION).control
+	@case "$*" in *--$(EXT_VERSION)) ;; *) echo "sql/upgrades/$*.sql does not lead to $(EXT_VERSION): freeze it in sql/released/ (sql/README.md)" >&2; exit 1;; esac
+	@grep -qx -- '-- @objects' $< || { echo "$< has no '-- @objects' line" >&2; exit 1; }
+	@mkdir -p build
+	{ printf '%s\n' "/* $(notdir $@) -- built by the Makefile from sql/: edit those files, not this one */" \
+		"\\echo Use \"ALTER EXTENSION $(EXTENSION) UPDATE TO '$(EXT_VERSION)'\" to load this file. \\quit"; \
+	  sed '/^-- @objects$$/,$$d' $<; cat $(SQL_OBJECTS); sed '1,/^-- @objects$$/d' $<; } > $@
+
+# a released version's script as it was; an install script starts with the
+# guard, as every install does
+$(RELEASED): build/%: sql/released/% sql/install_guard.sql
+	@mkdir -p build
+	{ printf '%s\n' "/* $(notdir $@) -- built by the Makefile from sql/released/ */"; \
+	  case "$*" in *--*--*) printf '%s\n' '\echo Use "ALTER EXTENSION $(EXTENSION) UPDATE" to load this file. \quit';; \
+	    *) printf '%s\n' '\echo Use "CREATE EXTENSION $(EXTENSION)" to load this file. \quit'; cat sql/install_guard.sql;; esac; \
+	  cat $<; } > $@
 
 # `make installcheck` runs both pg_regress (above) and the TAP suite; these
 # run one of them alone.

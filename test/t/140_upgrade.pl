@@ -73,7 +73,9 @@ my $catalog = q{
 	SELECT 'col ' || r.relname || '.' || a.attname || ' ' || format_type(a.atttypid, a.atttypmod)
 	       || ' notnull=' || a.attnotnull || ' default=' || coalesce(pg_get_expr(d.adbin, d.adrelid), '')
 	       || ' identity=' || a.attidentity::text || ' compression=' || a.attcompression::text
-	       || ' acl=' || coalesce(a.attacl::text, '') || ' pos=' || a.attnum
+	       || ' acl=' || coalesce(a.attacl::text, '')
+	       -- the column's place among the table's columns (the update's dropped columns leave gaps in attnum)
+	       || ' pos=' || row_number() OVER (PARTITION BY r.oid ORDER BY a.attnum)
 	  FROM rels r JOIN pg_attribute a ON a.attrelid = r.oid AND a.attnum > 0 AND NOT a.attisdropped
 	  LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
 	UNION ALL

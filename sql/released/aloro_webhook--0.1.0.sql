@@ -1,29 +1,11 @@
-/* aloro_webhook--0.1.0.sql — tables, triggers and functions of the extension */
-
-\echo Use "CREATE EXTENSION aloro_webhook" to load this file. \quit
-
--- Everything below runs as its owner, a superuser, and so do the triggers
--- and the worker.  A schema someone else made (or filled) beforehand could
--- hold functions that a statement here would pick instead of pg_catalog's
--- (format(text, name) beats format(text, VARIADIC "any")), and its owner could
--- drop and replace the extension's objects later: refuse it.  (Added in
--- 0.2.0; a fresh install of any version starts with this script.)
-DO $$
-BEGIN
-	IF EXISTS (SELECT 1 FROM pg_catalog.pg_namespace n
-				 JOIN pg_catalog.pg_roles r ON r.oid = n.nspowner
-				WHERE n.nspname = 'aloro_webhook' AND NOT r.rolsuper)
-	   OR EXISTS (SELECT 1 FROM pg_catalog.pg_class WHERE relnamespace = 'aloro_webhook'::pg_catalog.regnamespace)
-	   OR EXISTS (SELECT 1 FROM pg_catalog.pg_proc WHERE pronamespace = 'aloro_webhook'::pg_catalog.regnamespace)
-	   OR EXISTS (SELECT 1 FROM pg_catalog.pg_type WHERE typnamespace = 'aloro_webhook'::pg_catalog.regnamespace)
-	   OR EXISTS (SELECT 1 FROM pg_catalog.pg_operator WHERE oprnamespace = 'aloro_webhook'::pg_catalog.regnamespace) THEN
-		RAISE EXCEPTION 'schema aloro_webhook already exists and is not the extension''s own'
-			USING ERRCODE = 'duplicate_schema',
-				  DETAIL = 'The extension runs its triggers and its worker with superuser rights, so it installs only into a schema that CREATE EXTENSION makes for it.',
-				  HINT = 'Drop or rename that schema, then run CREATE EXTENSION aloro_webhook again.';
-	END IF;
-END
-$$;
+/*
+ * released/aloro_webhook--0.1.0.sql — version 0.1.0 as it was released
+ *
+ * Kept as it was (the Makefile puts install_guard.sql before it), never
+ * edited: it is what databases that installed 0.1.0 have, and where
+ * upgrades/0.1.0--0.2.0.sql starts.  The current definitions are in the
+ * other files of sql/.
+ */
 
 -- Roles are cluster-wide; create them once, leave them alone on re-install.
 DO $$
