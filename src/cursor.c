@@ -13,7 +13,7 @@
  * Rows can still become due before a cursor: a transaction that queues
  * rows (or redelivers, or releases claims) and commits after the worker
  * passed their keys -- their due time is the transaction's start.  Each
- * such commit publishes the earliest due time it made (aloro_webhook.c),
+ * such commit publishes the earliest due time it made (wakeup.c),
  * and before each scan the cursors are moved back to it.  As a last guard,
  * the cursors are forgotten once a second, and the next scan starts at the
  * head.

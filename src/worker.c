@@ -20,7 +20,7 @@
  * its invariants, in worker.h), of which this file holds the one instance.
  *
  * HTTP never happens inside a transaction, and a transaction never waits on
- * the network.  A commit that queues work sets our latch (aloro_webhook.c),
+ * the network.  A commit that queues work sets our latch (wakeup.c),
  * so a call that ends is sent at once; an idle worker runs no queries until
  * something is due.
  *
