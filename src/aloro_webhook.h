@@ -122,7 +122,7 @@ extern char *aw_build_test_payload(int64 delivery_id, TimestampTz at);
 extern bool aw_status_is_terminal(const char *status);
 extern bool aw_status_is_live(const char *status);
 
-/* enqueue.c */
+/* watch.c: the tables watch() attached the triggers to */
 extern Oid	aw_watched_table(Relation rel);
 
 /* utility.c: the ProcessUtility hook */
