@@ -2,6 +2,7 @@
  * worker_start.c
  *		How the delivery workers start: the postmaster is asked for
  *		aloro_webhook.workers of them (from _PG_init), and each process
+ *		catches its signals (SIGTERM sets the flag its loop stops on),
  *		connects to aloro_webhook.database_name -- or, while that database
  *		does not exist, waits for it quietly -- and pins the settings its
  *		statements rely on.
@@ -28,8 +29,10 @@
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
-#include "worker.h"
 #include "worker_start.h"
+
+/* set by SIGTERM: the worker is to stop */
+static volatile sig_atomic_t aw_got_sigterm = false;
 
 /* while database_name does not exist: check every 5 s, say so every hour */
 #define AW_MISSING_DB_CHECK_MS 5000
@@ -63,6 +66,33 @@ aw_register_workers(void)
 {
 	for (int i = 0; i < aw_workers; i++)
 		aw_register_one_worker(i);
+}
+
+/* SIGTERM handler: the loop stops at its next look (aw_worker_stopping) */
+static void
+aw_sigterm(SIGNAL_ARGS)
+{
+	int			save_errno = errno;
+
+	aw_got_sigterm = true;
+	SetLatch(MyLatch);
+	errno = save_errno;
+}
+
+/* Installs the worker's signal handlers (SIGHUP reloads, SIGTERM stops) and unblocks signals. */
+void
+aw_worker_catch_signals(void)
+{
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, aw_sigterm);
+	BackgroundWorkerUnblockSignals();
+}
+
+/* Has the worker been asked to stop? */
+bool
+aw_worker_stopping(void)
+{
+	return aw_got_sigterm;
 }
 
 /*

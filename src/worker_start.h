@@ -13,5 +13,9 @@
 #include "postgres.h"
 
 extern void aw_register_workers(void);
+extern void aw_worker_catch_signals(void);
+extern bool aw_worker_stopping(void);
+extern void aw_worker_connect(void);
+extern void aw_worker_pin_settings(void);
 
 #endif							/* ALORO_WEBHOOK_WORKER_START_H */
