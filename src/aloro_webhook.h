@@ -26,7 +26,8 @@
 #define AW_USER_AGENT "aloro-webhook/" AW_VERSION
 #define AW_WORKER_NAME "aloro_webhook worker"
 
-/* settings (aloro_webhook.c) */
+/* settings (settings.c) */
+extern void aw_define_settings(void);
 extern char *aw_database_name;
 extern char *aw_retry_schedule;
 extern int	aw_timeout_ms;
@@ -48,17 +49,25 @@ extern int	aw_max_retry_after_s;
 extern char *aw_proxy;
 extern int	aw_workers;
 
-/* aloro_webhook.c: the running workers, and waking them */
+/* shmem.c: the shared segment: the running workers, and what they are told */
 #define AW_MAX_WORKERS 32
-extern void aw_wake_worker_at_commit(void);
+extern void aw_install_shmem_hooks(void);
+extern bool aw_shmem_attached(void);
 extern void aw_worker_register(int64 token);
 extern int	aw_live_worker_tokens(int64 *out, bool include_self);
 extern void aw_worker_share(int *count, int *index);
+extern void aw_wake_workers(void);
 extern bool aw_database_missing(void);
 extern void aw_set_database_missing(bool missing);
 extern TimestampTz aw_take_rewind(void);
-extern void aw_set_am_worker(void);
+extern void aw_publish_due(TimestampTz due);
 extern uint64 aw_webhooks_version(void);
+extern void aw_bump_webhooks_version(void);
+
+/* wakeup.c: what a commit tells the workers and the backends' copies of webhooks */
+extern void aw_install_xact_callback(void);
+extern void aw_wake_worker_at_commit(void);
+extern void aw_set_am_worker(void);
 extern bool aw_webhooks_changed_here(void);
 extern void aw_after_commit_prepared(void);
 
@@ -113,7 +122,7 @@ extern char *aw_build_test_payload(int64 delivery_id, TimestampTz at);
 extern bool aw_status_is_terminal(const char *status);
 extern bool aw_status_is_live(const char *status);
 
-/* enqueue.c */
+/* watch.c: the tables watch() attached the triggers to */
 extern Oid	aw_watched_table(Relation rel);
 
 /* utility.c: the ProcessUtility hook */

@@ -173,34 +173,36 @@ aw_split_url_password(Relation rel, HeapTuple tuple)
 	return heap_modify_tuple(tuple, desc, values, nulls, repl);
 }
 
-/* text of a column by name, NULL when NULL or missing (a 0.1.0 table) */
-static char *
-aw_column_text(Relation rel, HeapTuple tuple, const char *name)
+/* a column by name into *value; false when NULL or missing (a 0.1.0 table) */
+static bool
+aw_column_value(Relation rel, HeapTuple tuple, const char *name, Datum *value)
 {
 	TupleDesc	desc = RelationGetDescr(rel);
 	int			att = SPI_fnumber(desc, name);
 	bool		isnull;
-	Datum		v;
 
 	if (att <= 0)
-		return NULL;
-	v = heap_getattr(tuple, att, desc, &isnull);
-	return isnull ? NULL : TextDatumGetCString(v);
+		return false;
+	*value = heap_getattr(tuple, att, desc, &isnull);
+	return !isnull;
+}
+
+/* text of a column by name, NULL when NULL or missing */
+static char *
+aw_column_text(Relation rel, HeapTuple tuple, const char *name)
+{
+	Datum		v;
+
+	return aw_column_value(rel, tuple, name, &v) ? TextDatumGetCString(v) : NULL;
 }
 
 /* a boolean column by name; dflt when NULL or missing */
 static bool
 aw_column_bool(Relation rel, HeapTuple tuple, const char *name, bool dflt)
 {
-	TupleDesc	desc = RelationGetDescr(rel);
-	int			att = SPI_fnumber(desc, name);
-	bool		isnull;
 	Datum		v;
 
-	if (att <= 0)
-		return dflt;
-	v = heap_getattr(tuple, att, desc, &isnull);
-	return isnull ? dflt : DatumGetBool(v);
+	return aw_column_value(rel, tuple, name, &v) ? DatumGetBool(v) : dflt;
 }
 
 /* the signature scheme is one we know, and a standard one has a whsec_ secret */

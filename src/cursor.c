@@ -13,7 +13,7 @@
  * Rows can still become due before a cursor: a transaction that queues
  * rows (or redelivers, or releases claims) and commits after the worker
  * passed their keys -- their due time is the transaction's start.  Each
- * such commit publishes the earliest due time it made (aloro_webhook.c),
+ * such commit publishes the earliest due time it made (wakeup.c),
  * and before each scan the cursors are moved back to it.  As a last guard,
  * the cursors are forgotten once a second, and the next scan starts at the
  * head.
@@ -27,6 +27,7 @@
 #include "utils/memutils.h"
 
 #include "cursor.h"
+#include "spi_util.h"
 
 /* the longest the cursors are trusted before a scan from the head */
 #define AW_CURSOR_RESET_MS 1000
@@ -41,13 +42,7 @@ typedef struct AwCursor
 static void
 aw_cursors_make(AwCursors *c)
 {
-	HASHCTL		ctl;
-
-	ctl.keysize = sizeof(int64);
-	ctl.entrysize = sizeof(AwCursor);
-	ctl.hcxt = TopMemoryContext;
-	c->by_webhook = hash_create("aloro_webhook cursors", 64, &ctl,
-								HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	c->by_webhook = aw_webhook_hash("aloro_webhook cursors", sizeof(AwCursor), TopMemoryContext);
 	c->last_reset = GetCurrentTimestamp();
 }
 

@@ -35,7 +35,6 @@
 #include "miscadmin.h"
 #include "access/xact.h"
 #include "catalog/namespace.h"
-#include "catalog/partition.h"
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
 #include "executor/spi.h"
@@ -116,20 +115,6 @@ aw_schema_is_legacy(void)
 	Oid			nsp = get_namespace_oid("aloro_webhook", true);
 
 	return OidIsValid(nsp) && !OidIsValid(get_relname_relid("queue", nsp));
-}
-
-/* The table a call is recorded under: the watched table, not its partition. */
-Oid
-aw_watched_table(Relation rel)
-{
-	if (rel->rd_rel->relispartition)
-	{
-		List	   *ancestors = get_partition_ancestors(RelationGetRelid(rel));
-
-		if (ancestors != NIL)
-			return llast_oid(ancestors);
-	}
-	return RelationGetRelid(rel);
 }
 
 /* errors that must not be turned into a failed delivery: the statement stops */

@@ -285,26 +285,21 @@ aw_tally_write(AwTallies *ts)
 	if (ndisable == 0)
 		return;
 
-	if (aw_plan_disable == NULL)
-	{
-		Oid			types[2] = {INT8ARRAYOID, TEXTARRAYOID};
-
-		/*
-		 * Disabled, not deleted: deliveries stay queued (and calls that end
-		 * keep queuing) until someone enables it again.  The breaker counts
-		 * afresh from then.  The webhooks' trigger sends the event.
-		 */
-		aw_plan_disable = aw_prepare(
-									 "WITH d AS ("
-									 "  UPDATE aloro_webhook.webhooks w "
-									 "     SET enabled = false, disabled_reason = r.reason, disabled_at = pg_catalog.now() "
-									 "    FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2)) AS r(id, reason) "
-									 "   WHERE w.id = r.id AND w.enabled "
-									 "  RETURNING w.id) "
-									 "UPDATE aloro_webhook.webhook_state s SET consecutive_failures = 0 "
-									 "  FROM d WHERE s.webhook_id = d.id",
-									 2, types);
-	}
+	/*
+	 * Disabled, not deleted: deliveries stay queued (and calls that end
+	 * keep queuing) until someone enables it again.  The breaker counts
+	 * afresh from then.  The webhooks' trigger sends the event.
+	 */
+	aw_prepare_once(&aw_plan_disable,
+					"WITH d AS ("
+					"  UPDATE aloro_webhook.webhooks w "
+					"     SET enabled = false, disabled_reason = r.reason, disabled_at = pg_catalog.now() "
+					"    FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2)) AS r(id, reason) "
+					"   WHERE w.id = r.id AND w.enabled "
+					"  RETURNING w.id) "
+					"UPDATE aloro_webhook.webhook_state s SET consecutive_failures = 0 "
+					"  FROM d WHERE s.webhook_id = d.id",
+					2, (Oid[]) {INT8ARRAYOID, TEXTARRAYOID});
 	args[0] = aw_int8_array(disable, ndisable);
 	args[1] = PointerGetDatum(construct_array(reasons, ndisable, TEXTOID, -1, false, TYPALIGN_INT));
 	if (SPI_execute_plan(aw_plan_disable, args, NULL, false, 0) != SPI_OK_UPDATE)

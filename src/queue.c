@@ -104,12 +104,8 @@ aw_queue_release_claims(const int64 *live, int nlive)
 	Datum		args[1];
 	bool		isnull;
 
-	if (aw_plan_release == NULL)
-	{
-		Oid			types[1] = {INT8ARRAYOID};
-
-		aw_plan_release = aw_prepare("SELECT aloro_webhook._release_claims($1)", 1, types);
-	}
+	aw_prepare_once(&aw_plan_release, "SELECT aloro_webhook._release_claims($1)",
+					1, (Oid[]) {INT8ARRAYOID});
 	args[0] = aw_int8_array(live, nlive);
 	if (SPI_execute_plan(aw_plan_release, args, NULL, false, 1) != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "could not release claimed deliveries");
@@ -293,30 +289,25 @@ aw_queue_claim(const ItemPointerData *tids, int n, int64 token, AwDelivery **int
 	uint64		got;
 	int64	   *ids;
 
-	if (aw_plan_claim == NULL)
-	{
-		Oid			types[2] = {TIDARRAYOID, INT8OID};
-
-		aw_plan_claim = aw_prepare(
-								   "UPDATE aloro_webhook.queue q "
-								   "   SET claimed_by = $2, claimed_at = pg_catalog.now() "
-								   " WHERE q.ctid = ANY ($1) "
-								   /* a scalar subquery, not a join: the webhook must still exist */
-								   "   AND (SELECT true FROM aloro_webhook.webhooks w WHERE w.id = q.webhook_id) "
-								   "RETURNING q.delivery_id, q.webhook_id, q.ctid",
-								   2, types);
-		aw_plan_claim_read = aw_prepare(
-										"SELECT d.id, p.body, d.attempts, d.budget_start, "
-										"       w.url, w.url_password, w.secret, w.signature_scheme = 'standard', "
-										"       CASE WHEN w.previous_secret_until > pg_catalog.now() THEN w.previous_secret END, "
-										"       w.headers "
-										"  FROM ROWS FROM (pg_catalog.unnest($1)) WITH ORDINALITY AS k(id, i) "
-										"  JOIN aloro_webhook.delivery_log d ON d.id = k.id "
-										"  JOIN aloro_webhook.webhooks w ON w.id = d.webhook_id "
-										"  LEFT JOIN aloro_webhook.payloads p ON p.id = d.payload_id "
-										" ORDER BY k.i",
-										1, (Oid[]) {INT8ARRAYOID});
-	}
+	aw_prepare_once(&aw_plan_claim,
+					"UPDATE aloro_webhook.queue q "
+					"   SET claimed_by = $2, claimed_at = pg_catalog.now() "
+					" WHERE q.ctid = ANY ($1) "
+					/* a scalar subquery, not a join: the webhook must still exist */
+					"   AND (SELECT true FROM aloro_webhook.webhooks w WHERE w.id = q.webhook_id) "
+					"RETURNING q.delivery_id, q.webhook_id, q.ctid",
+					2, (Oid[]) {TIDARRAYOID, INT8OID});
+	aw_prepare_once(&aw_plan_claim_read,
+					"SELECT d.id, p.body, d.attempts, d.budget_start, "
+					"       w.url, w.url_password, w.secret, w.signature_scheme = 'standard', "
+					"       CASE WHEN w.previous_secret_until > pg_catalog.now() THEN w.previous_secret END, "
+					"       w.headers "
+					"  FROM ROWS FROM (pg_catalog.unnest($1)) WITH ORDINALITY AS k(id, i) "
+					"  JOIN aloro_webhook.delivery_log d ON d.id = k.id "
+					"  JOIN aloro_webhook.webhooks w ON w.id = d.webhook_id "
+					"  LEFT JOIN aloro_webhook.payloads p ON p.id = d.payload_id "
+					" ORDER BY k.i",
+					1, (Oid[]) {INT8ARRAYOID});
 	args[0] = aw_tid_array(tids, n);
 	args[1] = Int64GetDatum(token);
 	if (SPI_execute_plan(aw_plan_claim, args, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
@@ -388,27 +379,22 @@ aw_queue_orphans(int64 *ids, int max)
 {
 	Datum		args[1];
 
-	if (aw_plan_orphans == NULL)
-	{
-		Oid			types[1] = {INT4OID};
-
-		aw_plan_orphans = aw_prepare(
-									 /* the webhooks the queue holds: one index probe each, not a scan of the queue */
-									 "WITH RECURSIVE hooks(id) AS ("
-									 "  (SELECT q.webhook_id FROM aloro_webhook.queue q ORDER BY q.webhook_id LIMIT 1) "
-									 "  UNION ALL "
-									 "  SELECT (SELECT q.webhook_id FROM aloro_webhook.queue q "
-									 "           WHERE q.webhook_id > h.id ORDER BY q.webhook_id LIMIT 1) "
-									 "    FROM hooks h WHERE h.id IS NOT NULL) "
-									 "SELECT o.delivery_id FROM hooks h "
-									 " CROSS JOIN LATERAL (SELECT q.delivery_id FROM aloro_webhook.queue q "
-									 "                      WHERE q.webhook_id = h.id AND q.claimed_by IS NULL LIMIT $1) o "
-									 " WHERE h.id IS NOT NULL "
-									 "   AND NOT EXISTS (SELECT 1 FROM aloro_webhook.webhooks w WHERE w.id = h.id) "
-									 "   AND EXISTS (SELECT 1 FROM aloro_webhook.webhooks) "
-									 " LIMIT $1",
-									 1, types);
-	}
+	aw_prepare_once(&aw_plan_orphans,
+					/* the webhooks the queue holds: one index probe each, not a scan of the queue */
+					"WITH RECURSIVE hooks(id) AS ("
+					"  (SELECT q.webhook_id FROM aloro_webhook.queue q ORDER BY q.webhook_id LIMIT 1) "
+					"  UNION ALL "
+					"  SELECT (SELECT q.webhook_id FROM aloro_webhook.queue q "
+					"           WHERE q.webhook_id > h.id ORDER BY q.webhook_id LIMIT 1) "
+					"    FROM hooks h WHERE h.id IS NOT NULL) "
+					"SELECT o.delivery_id FROM hooks h "
+					" CROSS JOIN LATERAL (SELECT q.delivery_id FROM aloro_webhook.queue q "
+					"                      WHERE q.webhook_id = h.id AND q.claimed_by IS NULL LIMIT $1) o "
+					" WHERE h.id IS NOT NULL "
+					"   AND NOT EXISTS (SELECT 1 FROM aloro_webhook.webhooks w WHERE w.id = h.id) "
+					"   AND EXISTS (SELECT 1 FROM aloro_webhook.webhooks) "
+					" LIMIT $1",
+					1, (Oid[]) {INT4OID});
 	args[0] = Int32GetDatum(max);
 	if (SPI_execute_plan(aw_plan_orphans, args, NULL, true, max) != SPI_OK_SELECT)
 		elog(ERROR, "could not look for deliveries of deleted webhooks");
@@ -431,22 +417,17 @@ aw_queue_fail_orphans(const int64 *ids, int n)
 {
 	Datum		args[1];
 
-	if (aw_plan_fail_orphans == NULL)
-	{
-		Oid			types[1] = {INT8ARRAYOID};
-
-		aw_plan_fail_orphans = aw_prepare(
-										  "WITH gone AS ("
-										  "  DELETE FROM aloro_webhook.queue q "
-										  "   WHERE q.delivery_id = ANY ($1) AND q.claimed_by IS NULL "
-										  "     AND NOT EXISTS (SELECT 1 FROM aloro_webhook.webhooks w WHERE w.id = q.webhook_id) "
-										  "  RETURNING q.delivery_id, q.webhook_id) "
-										  "UPDATE aloro_webhook.delivery_log d "
-										  "   SET status = 'failed', next_attempt_at = NULL, finished_at = pg_catalog.now(), "
-										  "       last_error = aloro_webhook._webhook_deleted_message(gone.webhook_id, NULL) "
-										  "  FROM gone WHERE d.id = gone.delivery_id",
-										  1, types);
-	}
+	aw_prepare_once(&aw_plan_fail_orphans,
+					"WITH gone AS ("
+					"  DELETE FROM aloro_webhook.queue q "
+					"   WHERE q.delivery_id = ANY ($1) AND q.claimed_by IS NULL "
+					"     AND NOT EXISTS (SELECT 1 FROM aloro_webhook.webhooks w WHERE w.id = q.webhook_id) "
+					"  RETURNING q.delivery_id, q.webhook_id) "
+					"UPDATE aloro_webhook.delivery_log d "
+					"   SET status = 'failed', next_attempt_at = NULL, finished_at = pg_catalog.now(), "
+					"       last_error = aloro_webhook._webhook_deleted_message(gone.webhook_id, NULL) "
+					"  FROM gone WHERE d.id = gone.delivery_id",
+					1, (Oid[]) {INT8ARRAYOID});
 	args[0] = aw_int8_array(ids, n);
 	if (SPI_execute_plan(aw_plan_fail_orphans, args, NULL, false, 0) != SPI_OK_UPDATE)
 		elog(ERROR, "could not fail deliveries of deleted webhooks");

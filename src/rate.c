@@ -138,11 +138,7 @@ aw_pace(int64 webhook_id, int rate)
 
 	if (aw_paces == NULL)
 	{
-		HASHCTL		ctl;
-
-		ctl.keysize = sizeof(int64);
-		ctl.entrysize = sizeof(AwPace);
-		aw_paces = hash_create("aloro_webhook rate limits", 64, &ctl, HASH_ELEM | HASH_BLOBS);
+		aw_paces = aw_webhook_hash("aloro_webhook rate limits", sizeof(AwPace), TopMemoryContext);
 		aw_started_at = GetCurrentTimestamp();
 	}
 	p = hash_search(aw_paces, &webhook_id, HASH_ENTER, &found);

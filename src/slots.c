@@ -20,6 +20,7 @@
 #include "delivery.h"
 #include "http.h"
 #include "slots.h"
+#include "spi_util.h"
 
 typedef struct AwWebhookUse
 {
@@ -63,13 +64,8 @@ aw_slots_add(AwSlots *slots, int64 webhook_id, int64 bytes)
 void
 aw_slots_count(AwSlots *slots, MemoryContext cxt, dlist_head **lists, int nlists)
 {
-	HASHCTL		ctl;
-
-	ctl.keysize = sizeof(int64);
-	ctl.entrysize = sizeof(AwWebhookUse);
-	ctl.hcxt = cxt;
-	slots->per_webhook = hash_create("aloro_webhook requests per webhook", 64, &ctl,
-									 HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	slots->per_webhook = aw_webhook_hash("aloro_webhook requests per webhook",
+										 sizeof(AwWebhookUse), cxt);
 	slots->total = 0;
 	slots->bytes = 0;
 	slots->cap = aw_slots_cap();

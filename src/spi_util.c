@@ -1,6 +1,7 @@
 /*-------------------------------------------------------------------------
  * spi_util.c
- *		Small SPI helpers shared by the triggers and the worker.
+ *		Small SPI helpers shared by the triggers and the worker, and the
+ *		hash tables keyed by webhook id.
  *
  * Every statement the extension prepares names its functions and operators
  * in pg_catalog (or aloro_webhook) and is prepared with search_path pinned
@@ -45,6 +46,15 @@ aw_prepare(const char *sql, int nargs, Oid *types)
 		elog(ERROR, "SPI_prepare failed for \"%s\": %s", sql, SPI_result_code_string(SPI_result));
 	SPI_keepplan(plan);
 	return plan;
+}
+
+/* *plan, prepared from sql (aw_prepare) on first use and kept after */
+SPIPlanPtr
+aw_prepare_once(SPIPlanPtr *plan, const char *sql, int nargs, Oid *types)
+{
+	if (*plan == NULL)
+		*plan = aw_prepare(sql, nargs, types);
+	return *plan;
 }
 
 /* copies an SPI text column into cxt, or NULL */
@@ -137,4 +147,19 @@ aw_xact_commit(void)
 	SPI_finish();
 	PopActiveSnapshot();
 	CommitTransactionCommand();
+}
+
+/*
+ * A hash table keyed by webhook id (an int64, the entry's first member),
+ * of entries of entrysize bytes, in cxt.
+ */
+HTAB *
+aw_webhook_hash(const char *name, Size entrysize, MemoryContext cxt)
+{
+	HASHCTL		ctl;
+
+	ctl.keysize = sizeof(int64);
+	ctl.entrysize = entrysize;
+	ctl.hcxt = cxt;
+	return hash_create(name, 64, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
 }

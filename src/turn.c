@@ -7,7 +7,7 @@
  *		claims at shutdown.
  *
  * worker.c decides when a turn runs; this file only does it, on the
- * worker's state (AwWorker, worker.h) it is handed.
+ * worker's state (AwWorker, worker_state.h) it is handed.
  *
  * IDENTIFICATION
  *		src/turn.c
@@ -30,7 +30,16 @@
 #include "request.h"
 #include "slots.h"
 #include "spi_util.h"
-#include "worker.h"
+#include "turn.h"
+#include "upkeep.h"
+#include "worker_state.h"
+
+/* when due work could not be claimed (locked by someone), look again after */
+#define AW_RECHECK_MS 250
+/* pause after a turn that failed */
+#define AW_RETRY_MS 1000
+/* claim rounds in one transaction */
+#define AW_MAX_CLAIM_ROUNDS 16
 
 /* the webhooks held back this turn by their rate limit, and when the first may go */
 typedef struct AwPaced

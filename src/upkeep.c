@@ -28,7 +28,8 @@
 
 #include "health.h"
 #include "spi_util.h"
-#include "worker.h"
+#include "upkeep.h"
+#include "worker_state.h"
 
 /* deliveries looked at per pruning transaction */
 #define AW_PRUNE_BATCH 2000

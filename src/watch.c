@@ -15,6 +15,7 @@
 #include "aloro_webhook.h"
 
 #include "access/relation.h"
+#include "catalog/partition.h"
 #include "catalog/pg_class.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
@@ -24,6 +25,20 @@
 #include "utils/guc.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
+
+/* The table a call is recorded under: the watched table, not its partition. */
+Oid
+aw_watched_table(Relation rel)
+{
+	if (rel->rd_rel->relispartition)
+	{
+		List	   *ancestors = get_partition_ancestors(RelationGetRelid(rel));
+
+		if (ancestors != NIL)
+			return llast_oid(ancestors);
+	}
+	return RelationGetRelid(rel);
+}
 
 PG_FUNCTION_INFO_V1(aloro_webhook_watch);
 

@@ -6,8 +6,8 @@
  * Ending a call used to ask the webhooks table every time.  Webhooks change
  * rarely and calls end often, so each backend keeps a copy, and a statement
  * trigger on webhooks makes every copy stale when a transaction that
- * changed them commits (a counter in shared memory, bumped at commit:
- * aloro_webhook.c).  The copy is made with a fresh snapshot, after reading
+ * changed them commits (a counter in shared memory, shmem.c, bumped at
+ * commit: wakeup.c).  The copy is made with a fresh snapshot, after reading
  * the counter, so it is never newer than the counter says; and it is used
  * only where a fresh snapshot is what the query would have seen anyway:
  * not in a transaction that changed webhooks itself (it sees its own

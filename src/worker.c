@@ -17,10 +17,11 @@
  *
  * This file holds the loop, the clock that says when the next turn is due,
  * and the error handler; the worker's state is one struct (AwWorker, with
- * its invariants, in worker.h), of which this file holds the one instance.
+ * its invariants, in worker_state.h), of which this file holds the one
+ * instance.
  *
  * HTTP never happens inside a transaction, and a transaction never waits on
- * the network.  A commit that queues work sets our latch (aloro_webhook.c),
+ * the network.  A commit that queues work sets our latch (wakeup.c),
  * so a call that ends is sent at once; an idle worker runs no queries until
  * something is due.
  *
@@ -63,27 +64,12 @@
 #include "http.h"
 #include "request.h"
 #include "slots.h"
-#include "worker.h"
+#include "turn.h"
+#include "upkeep.h"
+#include "worker_start.h"
+#include "worker_state.h"
 
 static AwWorker W;
-static volatile sig_atomic_t aw_got_sigterm = false;
-
-static void
-aw_sigterm(SIGNAL_ARGS)
-{
-	int			save_errno = errno;
-
-	aw_got_sigterm = true;
-	SetLatch(MyLatch);
-	errno = save_errno;
-}
-
-/* Has the worker been asked to stop? */
-bool
-aw_worker_stopping(void)
-{
-	return aw_got_sigterm;
-}
 
 /* the settings that decide whether a connection may be used */
 static void
@@ -237,9 +223,7 @@ aw_worker_main(Datum main_arg)
 	WaitEventSet *wes;
 	sigjmp_buf	local_sigjmp_buf;
 
-	pqsignal(SIGHUP, SignalHandlerForConfigReload);
-	pqsignal(SIGTERM, aw_sigterm);
-	BackgroundWorkerUnblockSignals();
+	aw_worker_catch_signals();
 
 	aw_worker_connect();
 	pgstat_report_appname(AW_WORKER_NAME);
@@ -291,7 +275,7 @@ aw_worker_main(Datum main_arg)
 	/* the first turn looks for the extension and for work left from before */
 	SetLatch(MyLatch);
 
-	while (!aw_got_sigterm)
+	while (!aw_worker_stopping())
 	{
 		WaitEvent	events[3];
 		int			nevents;
@@ -311,7 +295,7 @@ aw_worker_main(Datum main_arg)
 		/* no statement runs here: a cancel has nothing to cancel */
 		QueryCancelPending = false;
 		CHECK_FOR_INTERRUPTS();
-		if (aw_got_sigterm)
+		if (aw_worker_stopping())
 			break;
 		if (ConfigReloadPending)
 			aw_reload();

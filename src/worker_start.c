@@ -1,9 +1,11 @@
 /*-------------------------------------------------------------------------
  * worker_start.c
- *		How a delivery worker process starts: it connects to
- *		aloro_webhook.database_name -- or, while that database does not
- *		exist, waits for it quietly -- and pins the settings its statements
- *		rely on.
+ *		How the delivery workers start: the postmaster is asked for
+ *		aloro_webhook.workers of them (from _PG_init), and each process
+ *		catches its signals (SIGTERM sets the flag its loop stops on),
+ *		connects to aloro_webhook.database_name -- or, while that database
+ *		does not exist, waits for it quietly -- and pins the settings its
+ *		statements rely on.
  *
  * IDENTIFICATION
  *		src/worker_start.c
@@ -27,11 +29,71 @@
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
-#include "worker.h"
+#include "worker_start.h"
+
+/* set by SIGTERM: the worker is to stop */
+static volatile sig_atomic_t aw_got_sigterm = false;
 
 /* while database_name does not exist: check every 5 s, say so every hour */
 #define AW_MISSING_DB_CHECK_MS 5000
 #define AW_MISSING_DB_REMIND_MS (3600 * 1000)
+
+/* asks the postmaster for worker number index (from 0) */
+static void
+aw_register_one_worker(int index)
+{
+	BackgroundWorker worker;
+
+	memset(&worker, 0, sizeof(worker));
+	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	worker.bgw_restart_time = 1;
+	snprintf(worker.bgw_library_name, BGW_MAXLEN, "aloro_webhook");
+	snprintf(worker.bgw_function_name, BGW_MAXLEN, "aw_worker_main");
+	if (aw_workers > 1)
+		snprintf(worker.bgw_name, BGW_MAXLEN, AW_WORKER_NAME " %d", index + 1);
+	else
+		snprintf(worker.bgw_name, BGW_MAXLEN, AW_WORKER_NAME);
+	snprintf(worker.bgw_type, BGW_MAXLEN, AW_WORKER_NAME);
+	worker.bgw_main_arg = Int32GetDatum(index);
+	worker.bgw_notify_pid = 0;
+	RegisterBackgroundWorker(&worker);
+}
+
+/* Registers aloro_webhook.workers delivery workers, numbered from 0 (from _PG_init). */
+void
+aw_register_workers(void)
+{
+	for (int i = 0; i < aw_workers; i++)
+		aw_register_one_worker(i);
+}
+
+/* SIGTERM handler: the loop stops at its next look (aw_worker_stopping) */
+static void
+aw_sigterm(SIGNAL_ARGS)
+{
+	int			save_errno = errno;
+
+	aw_got_sigterm = true;
+	SetLatch(MyLatch);
+	errno = save_errno;
+}
+
+/* Installs the worker's signal handlers (SIGHUP reloads, SIGTERM stops) and unblocks signals. */
+void
+aw_worker_catch_signals(void)
+{
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, aw_sigterm);
+	BackgroundWorkerUnblockSignals();
+}
+
+/* Has the worker been asked to stop? */
+bool
+aw_worker_stopping(void)
+{
+	return aw_got_sigterm;
+}
 
 /*
  * Does a database of this name exist?  Connected to no database, only the

@@ -1,15 +1,15 @@
 /*-------------------------------------------------------------------------
- * worker.h
- *		The delivery worker's state (worker.c owns the one instance), the
- *		transaction work of its turns (turn.c), and how it starts
- *		(worker_start.c).
+ * worker_state.h
+ *		The delivery worker's state, with its invariants: worker.c owns the
+ *		one instance, and hands it to the turns (turn.c) and the upkeep
+ *		(upkeep.c), which work on it.
  *
  * IDENTIFICATION
- *		src/worker.h
+ *		src/worker_state.h
  *-------------------------------------------------------------------------
  */
-#ifndef ALORO_WEBHOOK_WORKER_H
-#define ALORO_WEBHOOK_WORKER_H
+#ifndef ALORO_WEBHOOK_WORKER_STATE_H
+#define ALORO_WEBHOOK_WORKER_STATE_H
 
 #include "postgres.h"
 
@@ -20,12 +20,6 @@
 #include "cursor.h"
 #include "delivery.h"
 
-/* when due work could not be claimed (locked by someone), look again after */
-#define AW_RECHECK_MS 250
-/* pause after a turn that failed */
-#define AW_RETRY_MS 1000
-/* claim rounds in one transaction */
-#define AW_MAX_CLAIM_ROUNDS 16
 /* finished deliveries held at most, waiting to be recorded */
 #define AW_MAX_FINISHED 5000
 /* waiting deliveries of deleted webhooks remembered from one sweep to the next */
@@ -118,24 +112,4 @@ aw_worker_add_finished(AwWorker *w, AwDelivery *d)
 	w->nfinished++;
 }
 
-/* turn.c: the transaction work */
-extern void aw_turn(AwWorker *w);
-extern void aw_turn_failed(AwWorker *w);
-extern void aw_sweep(AwWorker *w);
-extern void aw_release_on_exit(AwWorker *w);
-
-/* upkeep.c */
-extern bool aw_upkeep_due(AwUpkeep *u, TimestampTz now);
-extern TimestampTz aw_upkeep_next(AwUpkeep *u);
-extern void aw_upkeep(AwWorker *w);
-extern void aw_upkeep_failed(AwWorker *w);
-extern void aw_upkeep_forget(AwUpkeep *u);
-
-/* worker.c */
-extern bool aw_worker_stopping(void);
-
-/* worker_start.c */
-extern void aw_worker_connect(void);
-extern void aw_worker_pin_settings(void);
-
-#endif							/* ALORO_WEBHOOK_WORKER_H */
+#endif							/* ALORO_WEBHOOK_WORKER_STATE_H */

@@ -1,0 +1,186 @@
+/*-------------------------------------------------------------------------
+ * wakeup.c
+ *		What a commit tells the others: the delivery workers that there is
+ *		work (and from which due time), the backends that their copies of
+ *		the webhooks are stale.
+ *
+ * The worker sleeps on its latch.  A transaction that queues deliveries
+ * marks itself (aw_wake_worker_at_commit); when it commits, a transaction
+ * callback sets the latch whose address the worker published in shared
+ * memory (shmem.c).  A rollback sets nothing.  Likewise a transaction that
+ * changed webhooks bumps the shared version of the table at commit.
+ *
+ * IDENTIFICATION
+ *		src/wakeup.c
+ *-------------------------------------------------------------------------
+ */
+#include "aloro_webhook.h"
+
+#include "access/xact.h"
+#include "commands/trigger.h"
+#include "executor/spi.h"
+#include "executor/tuptable.h"
+#include "fmgr.h"
+#include "utils/rel.h"
+#include "utils/tuplestore.h"
+
+/* set when this transaction queued work; consumed at commit or abort */
+static bool aw_wake_pending = false;
+/* the earliest due time this transaction gave a queue row (DT_NOEND: none) */
+static TimestampTz aw_due_min = DT_NOEND;
+/* did this transaction change webhooks?  (webhook_cache.c) */
+static bool aw_webhooks_changed_in_xact = false;
+/* is this process a delivery worker?  (its own queue changes publish nothing) */
+static bool aw_am_worker = false;
+
+/* Has the current transaction changed webhooks? */
+bool
+aw_webhooks_changed_here(void)
+{
+	return aw_webhooks_changed_in_xact;
+}
+
+PG_FUNCTION_INFO_V1(aloro_webhook_webhooks_changed);
+
+/* Statement trigger on webhooks: every backend's copy is stale at commit. */
+Datum
+aloro_webhook_webhooks_changed(PG_FUNCTION_ARGS)
+{
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("aloro_webhook._webhooks_changed() must be called as a trigger")));
+	aw_webhooks_changed_in_xact = true;
+	return PointerGetDatum(NULL);
+}
+
+/*
+ * After COMMIT PREPARED: a prepared transaction may have queued deliveries
+ * or changed webhooks, and its commit ran none of the callbacks below.
+ * Wake the workers, have them look from the start, and make every copy of
+ * the webhooks stale.
+ */
+void
+aw_after_commit_prepared(void)
+{
+	if (!aw_shmem_attached())
+		return;
+	aw_bump_webhooks_version();
+	aw_publish_due(DT_NOBEGIN);
+	aw_wake_workers();
+}
+
+/* This process is a delivery worker. */
+void
+aw_set_am_worker(void)
+{
+	aw_am_worker = true;
+}
+
+/* Ask for the worker to be woken when the current transaction commits. */
+void
+aw_wake_worker_at_commit(void)
+{
+	aw_wake_pending = true;
+}
+
+/* at commit: tell the workers and the copies; at abort or prepare: forget */
+static void
+aw_xact_callback(XactEvent event, void *arg)
+{
+
+	switch (event)
+	{
+		case XACT_EVENT_COMMIT:
+		case XACT_EVENT_PARALLEL_COMMIT:
+			if (aw_webhooks_changed_in_xact)
+				aw_bump_webhooks_version();
+			aw_webhooks_changed_in_xact = false;
+			if (!aw_wake_pending || !aw_shmem_attached())
+				break;
+			aw_wake_pending = false;
+			if (aw_due_min != DT_NOEND)
+				aw_publish_due(aw_due_min);
+			aw_due_min = DT_NOEND;
+			aw_wake_workers();
+			break;
+		case XACT_EVENT_ABORT:
+		case XACT_EVENT_PARALLEL_ABORT:
+			aw_wake_pending = false;
+			aw_due_min = DT_NOEND;
+			aw_webhooks_changed_in_xact = false;
+			break;
+		case XACT_EVENT_PREPARE:
+			/* COMMIT PREPARED tells the workers and the copies (utility.c) */
+			aw_wake_pending = false;
+			aw_due_min = DT_NOEND;
+			aw_webhooks_changed_in_xact = false;
+			break;
+		default:
+			break;
+	}
+}
+
+/* Registers the transaction callback (from _PG_init). */
+void
+aw_install_xact_callback(void)
+{
+	RegisterXactCallback(aw_xact_callback, NULL);
+}
+
+PG_FUNCTION_INFO_V1(aloro_webhook_wake_at_commit);
+
+/*
+ * Statement trigger: wake the worker at commit.  On the queue, with the
+ * rows the statement inserted or updated as its transition table, it also
+ * notes their earliest due time, for the workers' cursors (cursor.c); on
+ * webhooks (one enabled again) it asks them to look from the start.
+ */
+Datum
+aloro_webhook_wake_at_commit(PG_FUNCTION_ARGS)
+{
+	TriggerData *td = (TriggerData *) fcinfo->context;
+
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("aloro_webhook._wake_at_commit() must be called as a trigger")));
+	aw_wake_worker_at_commit();
+	if (aw_am_worker)
+		return PointerGetDatum(NULL);	/* the worker's own rows are behind no cursor */
+	if (td->tg_newtable == NULL)
+		aw_due_min = DT_NOBEGIN;
+	else
+	{
+		TupleDesc	desc = RelationGetDescr(td->tg_relation);
+		int			attnum = SPI_fnumber(desc, "due_at");
+		Tuplestorestate *rows = td->tg_newtable;
+		TupleTableSlot *slot;
+		int			ptr;
+
+		if (attnum <= 0)
+		{
+			aw_due_min = DT_NOBEGIN;
+			return PointerGetDatum(NULL);
+		}
+		slot = MakeSingleTupleTableSlot(desc, &TTSOpsMinimalTuple);
+		/*
+		 * A read pointer of our own, so as not to move another reader's; it
+		 * starts where pointer 0 is, at the first row: no one else reads
+		 * this trigger's transition table.
+		 */
+		ptr = tuplestore_alloc_read_pointer(rows, 0);
+		tuplestore_select_read_pointer(rows, ptr);
+		while (tuplestore_gettupleslot(rows, true, false, slot))
+		{
+			bool		isnull;
+			Datum		due = slot_getattr(slot, attnum, &isnull);
+
+			if (!isnull && DatumGetTimestampTz(due) < aw_due_min)
+				aw_due_min = DatumGetTimestampTz(due);
+		}
+		tuplestore_select_read_pointer(rows, 0);
+		ExecDropSingleTupleTableSlot(slot);
+	}
+	return PointerGetDatum(NULL);
+}
