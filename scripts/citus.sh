@@ -14,7 +14,7 @@
 # Run as root (build installs into the PostgreSQL 15 tree; the servers run as
 # postgres).  Each node preloads citus and aloro_webhook, with
 # citus.enable_unsafe_triggers on (watch() attaches row triggers to the
-# distributed calls table; see the README's "Scaling" section).
+# distributed calls table; see doc/scaling.md, "Citus").
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 export PATH=/usr/lib/postgresql/15/bin:$PATH

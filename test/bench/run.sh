@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The benchmark: every performance figure of the README, measured in one run
+# The benchmark: every performance figure of doc/performance.md, measured in one run
 # on this machine, each beside what it is compared with.
 #
 #   bash test/bench/run.sh            the full run (several minutes)
@@ -349,7 +349,7 @@ else
 fi
 fi
 
-# --- the summary, as the README's table ------------------------------------------------------
+# --- the summary, as doc/performance.md's table ----------------------------------------------
 v() { echo "${R[$1]:-n/a}"; }
 {
   echo "| figure | measured | compared with | target |"

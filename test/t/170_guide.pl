@@ -13,7 +13,7 @@ use FindBin;
 use lib $FindBin::RealBin;
 use AloroTest;
 
-my $readme = PostgreSQL::Test::Utils::slurp_file("$FindBin::RealBin/../../README.md");
+my $readme = PostgreSQL::Test::Utils::slurp_file("$FindBin::RealBin/../../doc/operations.md");
 my ($guide) = $readme =~ /<!-- guide:start -->(.*?)<!-- guide:end -->/s;
 ok(defined $guide, 'the README has the guide');
 my @blocks;

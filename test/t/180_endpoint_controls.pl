@@ -68,7 +68,7 @@ sub wait_status { my ($id, $status, $what) = @_; return delivery_reaches($node, 
 	my $history = sql("SET log_statement = 'none'; SELECT string_agg(x::text, '') FROM aloro_webhook.delivery_attempts x")
 	  . sql("SET log_statement = 'none'; SELECT string_agg(x::text, '') FROM aloro_webhook.deliveries x");
 	unlike($history, qr/$token/, 'no history row holds the header value');
-	# (PostgreSQL logs the text of a statement that fails: the README says to bind credentials)
+	# (PostgreSQL logs the text of a statement that fails: doc/endpoint-controls.md says to bind credentials)
 	my @lines = grep { /$token|tok_refused_0815/ && !/STATEMENT:|statement:/ } split /\n/, slurp_file($node->logfile);
 	is(scalar @lines, 0, 'no log line of the extension holds a header value') or diag(join("\n", @lines));
 }
