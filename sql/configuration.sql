@@ -61,6 +61,9 @@ CREATE TABLE IF NOT EXISTS aloro_webhook.webhooks (
 );
 COMMENT ON TABLE aloro_webhook.webhooks IS
 	'Webhook endpoints; one delivery is queued per matching enabled webhook when a call ends.';
+-- backups carry its rows (pg_dump dumps the extension's configuration tables)
+SELECT pg_catalog.pg_extension_config_dump('aloro_webhook.webhooks', '');
+SELECT pg_catalog.pg_extension_config_dump('aloro_webhook.webhooks_id_seq', '');
 COMMENT ON COLUMN aloro_webhook.webhooks.url_password IS 'the password of url''s userinfo, which url shows as ***; admins only';
 COMMENT ON COLUMN aloro_webhook.webhooks.signature_scheme IS 'aloro (X-Aloro-Signature) or standard (Standard Webhooks: webhook-id, webhook-timestamp, webhook-signature)';
 COMMENT ON COLUMN aloro_webhook.webhooks.disabled_reason IS 'why the extension disabled this webhook (410 Gone, consecutive failed deliveries); its deliveries are kept until it is enabled again';
@@ -69,9 +72,6 @@ COMMENT ON COLUMN aloro_webhook.webhooks.headers IS 'extra request headers, {"Na
 COMMENT ON COLUMN aloro_webhook.webhooks.rate_limit IS 'most requests per second to this webhook; NULL = no limit';
 COMMENT ON COLUMN aloro_webhook.webhooks.filter IS 'queue only calls whose body matches (jsonb_path_match, silent); NULL = every call';
 
--- Backups of the database carry the configuration.
-SELECT pg_catalog.pg_extension_config_dump('aloro_webhook.webhooks', '');
-SELECT pg_catalog.pg_extension_config_dump('aloro_webhook.webhooks_id_seq', '');
 
 -- Webhook rows, checked in C (src/checks.c): NULLs refused by name for every
 -- NOT NULL column (PostgreSQL's "Failing row contains ..." would print the

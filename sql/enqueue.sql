@@ -42,6 +42,7 @@ CREATE TABLE IF NOT EXISTS aloro_webhook.calls (
 );
 COMMENT ON TABLE aloro_webhook.calls IS
 	'Calls; a row inserted with a terminal status, or updated from a live status to a terminal one, queues call.ended deliveries.';
+SELECT pg_catalog.pg_extension_config_dump('aloro_webhook.calls', '');
 
 -- Every call that has ended, so that it ends once: a call that goes back to
 -- a live status and ends again, or a webhook created after it ended, queues
@@ -55,10 +56,8 @@ CREATE TABLE IF NOT EXISTS aloro_webhook.ended_calls (
 );
 COMMENT ON TABLE aloro_webhook.ended_calls IS
 	'Calls that have ended (and so queued their call.ended deliveries), from whichever watched table.';
-
--- Backups of the database carry the calls.
-SELECT pg_catalog.pg_extension_config_dump('aloro_webhook.calls', '');
 SELECT pg_catalog.pg_extension_config_dump('aloro_webhook.ended_calls', '');
+
 
 ------------------------------------------------------------------------------
 -- The triggers on a watched calls table

@@ -17,6 +17,7 @@ CREATE TABLE IF NOT EXISTS aloro_webhook.webhook_state (
 );
 COMMENT ON TABLE aloro_webhook.webhook_state IS
 	'Per webhook: consecutive failed deliveries and the last success (written by the worker).';
+SELECT pg_catalog.pg_extension_config_dump('aloro_webhook.webhook_state', '');
 
 -- Per webhook and minute: what finished, and a histogram of attempt
 -- durations (bucket upper bounds in _duration_bounds()).  Written by the
@@ -35,6 +36,7 @@ CREATE TABLE IF NOT EXISTS aloro_webhook.webhook_stats (
 );
 COMMENT ON TABLE aloro_webhook.webhook_stats IS
 	'Per webhook and minute: deliveries finished, attempts made and their durations (written by the worker, kept two days).';
+SELECT pg_catalog.pg_extension_config_dump('aloro_webhook.webhook_stats', '');
 
 -- the upper bounds, in ms, of the duration histogram's buckets (the last is open)
 CREATE OR REPLACE FUNCTION aloro_webhook._duration_bounds()
@@ -70,8 +72,6 @@ BEGIN ATOMIC
 	 LIMIT 1;
 END;
 
-SELECT pg_catalog.pg_extension_config_dump('aloro_webhook.webhook_state', '');
-SELECT pg_catalog.pg_extension_config_dump('aloro_webhook.webhook_stats', '');
 
 -- One row per webhook: is it sending, how far behind, how well.
 CREATE OR REPLACE VIEW aloro_webhook.webhook_health AS

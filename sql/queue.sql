@@ -27,6 +27,8 @@ CREATE TABLE IF NOT EXISTS aloro_webhook.payloads (
 );
 COMMENT ON TABLE aloro_webhook.payloads IS
 	'The bodies deliveries carry, each distinct body once.';
+SELECT pg_catalog.pg_extension_config_dump('aloro_webhook.payloads', '');
+SELECT pg_catalog.pg_extension_config_dump('aloro_webhook.payloads_id_seq', '');
 
 -- One row per delivery: where it stands (no body).  Only the extension's own
 -- code writes it (no role is granted it), so it has no CHECK constraints
@@ -56,6 +58,8 @@ CREATE TABLE IF NOT EXISTS aloro_webhook.delivery_log (
 ) WITH (fillfactor = 80);
 COMMENT ON TABLE aloro_webhook.delivery_log IS
 	'One row per (webhook, call, event) and per test request: where the delivery stands (its body is in payloads).';
+SELECT pg_catalog.pg_extension_config_dump('aloro_webhook.delivery_log', '');
+SELECT pg_catalog.pg_extension_config_dump('aloro_webhook.delivery_log_id_seq', '');
 
 -- A call ends once per webhook, and "what happened to call X?" uses the same
 -- index.
@@ -77,6 +81,7 @@ CREATE TABLE IF NOT EXISTS aloro_webhook.queue (
 ) WITH (fillfactor = 70);
 COMMENT ON TABLE aloro_webhook.queue IS
 	'The pending deliveries, when each is due, and which worker has it in flight.';
+SELECT pg_catalog.pg_extension_config_dump('aloro_webhook.queue', '');
 -- What the worker claims: per webhook, earliest due first; a claim changes
 -- no indexed column, so it is a HOT update.
 CREATE INDEX IF NOT EXISTS queue_due ON aloro_webhook.queue (webhook_id, due_at, delivery_id);
@@ -93,14 +98,8 @@ CREATE TABLE IF NOT EXISTS aloro_webhook.delivery_attempts (
 );
 COMMENT ON TABLE aloro_webhook.delivery_attempts IS
 	'One row per HTTP attempt: status, duration, error and the first bytes of the response.';
-
--- Backups of the database carry the history and the queue.
-SELECT pg_catalog.pg_extension_config_dump('aloro_webhook.delivery_log', '');
-SELECT pg_catalog.pg_extension_config_dump('aloro_webhook.delivery_log_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('aloro_webhook.delivery_attempts', '');
-SELECT pg_catalog.pg_extension_config_dump('aloro_webhook.payloads', '');
-SELECT pg_catalog.pg_extension_config_dump('aloro_webhook.payloads_id_seq', '');
-SELECT pg_catalog.pg_extension_config_dump('aloro_webhook.queue', '');
+
 
 ------------------------------------------------------------------------------
 -- Waking the worker

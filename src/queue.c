@@ -410,7 +410,10 @@ aw_queue_orphans(int64 *ids, int max)
 /*
  * aw_queue_fail_orphans
  *		Fails those of ids[0..n) that are still waiting deliveries of a
- *		deleted webhook.  Returns how many.
+ *		deleted webhook.  Returns how many.  What _fail_waiting() does in the
+ *		install script; written out here because a database installed at
+ *		0.2.0 before that helper existed has no such function (the worker
+ *		calls it from 0.3.0 on).
  */
 uint64
 aw_queue_fail_orphans(const int64 *ids, int n)

@@ -114,7 +114,7 @@ aw_row_text(AwRow *row, const char *name)
 /*
  * The columns read from a calls row, and what each may be.  watch() refuses
  * a table whose column of one of these names has a type outside its kind;
- * the readers below convert each accepted type by the rule the README
+ * the readers below convert each accepted type by the rule doc/queuing.md
  * states ("Watching a table of your own").
  */
 typedef enum AwColumnKind
