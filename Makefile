@@ -4,9 +4,12 @@ MODULE_big = $(EXTENSION)
 OBJS       = $(patsubst %.c,%.o,$(wildcard src/*.c))
 PG_CPPFLAGS = -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initializers -Werror
 SHLIB_LINK = -lcurl -lssl -lcrypto
+# `make installcheck` runs the pg_regress files against the server you run
+# (PGHOST, PGPORT), which must preload the extension with the settings of
+# test/regress.conf; `make regress` runs them in a throwaway server of their
+# own, `make tap` the TAP suite (each test starts its servers), `make test` both.
 REGRESS    = $(patsubst test/sql/%.sql,%,$(sort $(wildcard test/sql/*.sql)))
-REGRESS_OPTS = --inputdir=test --temp-instance=./tmp_check --temp-config=./test/regress.conf
-TAP_TESTS  = 1
+REGRESS_OPTS = --inputdir=test
 PROVE_TESTS = $(sort $(wildcard test/t/*.pl))
 EXTRA_CLEAN = tmp_check results regression.diffs regression.out log build
 
@@ -57,10 +60,15 @@ $(RELEASED): build/%: sql/released/% sql/install_guard.sql
 	    *) printf '%s\n' '\echo Use "CREATE EXTENSION $(EXTENSION)" to load this file. \quit'; cat sql/install_guard.sql;; esac; \
 	  cat $<; } > $@
 
-# `make installcheck` runs both pg_regress (above) and the TAP suite; these
-# run one of them alone.
-.PHONY: regress tap
+.PHONY: regress tap test
 regress:
-	$(pg_regress_installcheck) $(REGRESS_OPTS) $(REGRESS)
+	$(pg_regress_installcheck) $(REGRESS_OPTS) --temp-instance=./tmp_check --temp-config=./test/regress.conf $(REGRESS)
 tap:
 	$(prove_installcheck)
+test: regress tap
+
+# the PGXN distribution (META.json): the committed tree as a zip named for
+# the version
+.PHONY: dist
+dist:
+	git archive --format zip --prefix=$(EXTENSION)-$(EXT_VERSION)/ -o $(EXTENSION)-$(EXT_VERSION).zip HEAD

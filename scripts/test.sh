@@ -1,18 +1,20 @@
 #!/usr/bin/env bash
 # The test command: installs what is missing, builds warning-free, installs
-# the extension (and Citus, for the scale-out tests), and runs every test (pg_regress, then the TAP suite) as the
-# postgres user from a scratch copy of the tree that postgres owns; then the
-# fuzz harnesses briefly (scripts/fuzz.sh 10) and the benchmark's smoke run
-# (test/bench/run.sh --quick).
+# the extension (and Citus, for the scale-out tests), and runs every test
+# (pg_regress, then the TAP suite) as the postgres user from a scratch copy of
+# the tree that postgres owns; then builds the Debian packages and runs
+# `make installcheck` against a server that loads the packaged extension
+# (scripts/package.sh), the fuzz harnesses briefly (scripts/fuzz.sh 10) and
+# the benchmark's smoke run (test/bench/run.sh --quick).
 #
 #   bash scripts/test.sh            everything
-#   bash scripts/test.sh regress    pg_regress only
+#   bash scripts/test.sh regress    pg_regress only (in a throwaway server)
 #   bash scripts/test.sh tap        TAP suite only (PROVE_TESTS='test/t/0xx_name.pl' narrows it)
 #
 # ALORO_TEST_DIR picks the scratch copy (default /tmp/aloro_webhook_test).
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
-what=${1:-installcheck}
+what=${1:-test}
 work=${ALORO_TEST_DIR:-/tmp/aloro_webhook_test}
 
 aw_build_install "$work"
@@ -44,7 +46,12 @@ if [ $status -ne 0 ]; then
   grep -E 'not ok|Failed|Dubious|Wstat|Parse errors|^Result|FAILED|failed \(' "$work/test-output.txt" | tail -n 40 || true
   exit $status
 fi
-if [ "$what" = installcheck ]; then
+if [ "$what" = test ]; then
+  # the Debian packages, installed with dpkg, and `make installcheck` against a
+  # server that loads the packaged extension
+  echo "== packages (scripts/package.sh build, smoke)"
+  bash "$aw_root/scripts/package.sh" build
+  bash "$aw_root/scripts/package.sh" smoke
   # the libFuzzer harnesses over src/validate.c, briefly
   echo "== fuzzing (scripts/fuzz.sh 10)"
   bash "$aw_root/scripts/fuzz.sh" 10
