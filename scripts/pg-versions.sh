@@ -10,7 +10,7 @@
 #   bash scripts/pg-versions.sh list             majors in the cache, with versions
 #
 # Layout (ALORO_PG_CACHE, default /var/cache/aloro_webhook/pg):
-#   MAJOR/            the prefix install (bin, lib, lib/pgxs with the TAP
+#   MAJOR/            the prefix install (bin, lib, lib/postgresql/pgxs with the TAP
 #                     Perl modules and pg_regress, include, share)
 #   MAJOR/.debian-version   the Debian source version that prefix was built from
 #   src/MAJOR/        the configured and built core source tree, kept for
@@ -108,6 +108,35 @@ cmd_list() {
   done
 }
 
+# the build itself, its output going to the log; runs under set -e
+build_steps() {
+  local major=$1 got=$2 dl=$3 src=$4 prefix=$5 d
+  set -x
+  rm -rf "$src" "$prefix"
+  mkdir -p "$CACHE/src"
+  dpkg-source -x "$dl/postgresql-${major}_${got#*:}.dsc" "$src"
+  cd "$src"
+  # Debian's patches stay applied, but one: 50-per-version-dirs hard-codes
+  # pkglibdir (modules, lib/pgxs) as /usr/lib/postgresql/MAJOR/lib, which
+  # would install outside the prefix, beside the system's packages
+  if [ -f debian/patches/50-per-version-dirs.patch ]; then
+    patch -R -p1 < debian/patches/50-per-version-dirs.patch
+  fi
+  # a plain upstream-style build with what the extension and its TAP
+  # suite need
+  nice -n 10 ./configure --prefix="$prefix" --with-openssl --enable-tap-tests \
+    --with-icu --with-lz4 --with-zstd --with-readline
+  # nothing may be installed outside the prefix
+  # shellcheck disable=SC2016  # make expands these, not the shell
+  for d in $(printf 'top_builddir = .\ninclude src/Makefile.global\nshow:\n\t@echo $(bindir) $(pkglibdir) $(pgxsdir) $(includedir_server) $(datadir)\n' \
+               | make -s -f - show); do
+    case "$d" in "$prefix"/*) ;; *) echo "installation directory $d is outside $prefix"; exit 1 ;; esac
+  done
+  nice -n 10 make -s -j"$JOBS"
+  nice -n 10 make -s install      # with --enable-tap-tests, src/test/perl goes into pgxs too
+  set +x
+}
+
 cmd_build() {
   local major=$1
   if [ "$major" = "$SYSTEM_MAJOR" ]; then
@@ -153,22 +182,20 @@ cmd_build() {
   local log=$CACHE/log/$major.log t0
   t0=$(date +%s)
   echo "== building PostgreSQL $major from Debian source $got (log: $log)"
-  {
-    set -x
-    rm -rf "$src" "$prefix"
-    mkdir -p "$CACHE/src"
-    dpkg-source -x "$dl/postgresql-${major}_${got#*:}.dsc" "$src"
-    cd "$src"
-    # a plain upstream-style build (Debian's patches applied by dpkg-source),
-    # with what the extension and its TAP suite need
-    nice -n 10 ./configure --prefix="$prefix" --with-openssl --enable-tap-tests \
-      --with-icu --with-lz4 --with-zstd --with-readline
-    nice -n 10 make -s -j"$JOBS"
-    nice -n 10 make -s install      # includes src/test/perl and pg_regress into lib/pgxs
-    set +x
-  } >"$log" 2>&1 || { tail -30 "$log" >&2; die "build of PostgreSQL $major failed; see $log"; }
-  [ -f "$prefix/lib/pgxs/src/test/perl/PostgreSQL/Test/Cluster.pm" ] \
-    || die "TAP Perl modules were not installed into $prefix/lib/pgxs"
+  local rc=0
+  set +e
+  ( set -e; build_steps "$major" "$got" "$dl" "$src" "$prefix" ) >"$log" 2>&1
+  rc=$?
+  set -e
+  if [ $rc -ne 0 ]; then
+    tail -30 "$log" >&2
+    die "build of PostgreSQL $major failed; see $log"
+  fi
+  local pgxs
+  pgxs=$("$prefix/bin/pg_config" --pgxs)
+  pgxs=${pgxs%/src/makefiles/pgxs.mk}
+  [ -f "$pgxs/src/test/perl/PostgreSQL/Test/Cluster.pm" ] || die "TAP Perl modules were not installed into $pgxs"
+  [ -x "$pgxs/src/test/regress/pg_regress" ] || die "pg_regress was not installed into $pgxs"
   echo "$got" > "$prefix/.debian-version"
   local mins
   mins=$(awk -v s=$(( $(date +%s) - t0 )) 'BEGIN{printf "%.1f", s/60}')
