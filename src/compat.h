@@ -17,6 +17,7 @@
 
 #include "storage/latch.h"
 #include "utils/datetime.h"
+#include "utils/guc.h"
 #include "utils/memutils.h"
 
 /*
@@ -28,6 +29,18 @@
 #define aw_CreateWaitEventSet(nevents) CreateWaitEventSet(NULL, (nevents))
 #else
 #define aw_CreateWaitEventSet(nevents) CreateWaitEventSet(TopMemoryContext, (nevents))
+#endif
+
+/*
+ * The "extra" data a GUC check hook hands back.  GUC releases it: with
+ * free() up to 15, with pfree() from 16 on (GUC data lives in a memory
+ * context there), so it must come from malloc() or from guc_malloc(),
+ * which reports at the given level and returns NULL when out of memory.
+ */
+#if PG_VERSION_NUM >= 160000
+#define aw_guc_malloc(size) guc_malloc(LOG, (size))
+#else
+#define aw_guc_malloc(size) malloc(size)
 #endif
 
 /*
