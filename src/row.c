@@ -13,6 +13,7 @@
  *-------------------------------------------------------------------------
  */
 #include "aloro_webhook.h"
+#include "compat.h"
 
 #include "access/htup_details.h"
 
@@ -357,13 +358,7 @@ aw_parse_text_time(char *text, TimestampTz *result)
 		DateOrder = DATEORDER_MDY;
 		PG_TRY();
 		{
-#if PG_VERSION_NUM >= 160000
-			DateTimeErrorExtra extra;
-
-			dterr = DecodeDateTime(field, ftype, nf, &dtype, &tt, &fsec, &tz, &extra);
-#else
-			dterr = DecodeDateTime(field, ftype, nf, &dtype, &tt, &fsec, &tz);
-#endif
+			dterr = aw_DecodeDateTime(field, ftype, nf, &dtype, &tt, &fsec, &tz);
 		}
 		PG_FINALLY();
 		{

@@ -20,6 +20,7 @@
 #include "utils/datetime.h"
 #include "utils/guc.h"
 
+#include "compat.h"
 #include "delivery.h"
 #include "validate.h"
 
@@ -117,8 +118,8 @@ aw_check_retry_schedule(char **newval, void **extra, GucSource source)
 	}
 	pfree(copy);
 
-	/* GUC "extra" data is released with free(), so it comes from malloc() */
-	sched = (AwSchedule *) malloc(offsetof(AwSchedule, delay_ms) + n * sizeof(int64));
+	/* GUC releases its "extra" data itself (compat.h) */
+	sched = (AwSchedule *) aw_guc_malloc(offsetof(AwSchedule, delay_ms) + n * sizeof(int64));
 	if (sched == NULL)
 	{
 		GUC_check_errcode(ERRCODE_OUT_OF_MEMORY);

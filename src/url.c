@@ -25,6 +25,7 @@
 #include "utils/builtins.h"
 #include "utils/guc.h"
 
+#include "compat.h"
 #include "validate.h"
 
 #define AW_MAX_NETWORKS 64
@@ -137,7 +138,7 @@ aw_check_allowed_networks(char **newval, void **extra, GucSource source)
 	}
 	pfree(copy);
 
-	list = malloc(offsetof(AwNetworkList, nets) + Max(n, 1) * sizeof(AwNetwork));
+	list = aw_guc_malloc(offsetof(AwNetworkList, nets) + Max(n, 1) * sizeof(AwNetwork));
 	if (list == NULL)
 	{
 		GUC_check_errcode(ERRCODE_OUT_OF_MEMORY);

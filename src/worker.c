@@ -60,6 +60,7 @@
 #include "utils/timeout.h"
 #include "utils/timestamp.h"
 
+#include "compat.h"
 #include "delivery.h"
 #include "http.h"
 #include "request.h"
@@ -252,7 +253,7 @@ aw_worker_main(Datum main_arg)
 	aw_set_am_worker();
 	aw_current_policy(W.policy, sizeof(W.policy));
 
-	wes = CreateWaitEventSet(TopMemoryContext, 3);
+	wes = aw_CreateWaitEventSet(3);
 	AddWaitEventToSet(wes, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
 	AddWaitEventToSet(wes, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
 	AddWaitEventToSet(wes, WL_SOCKET_READABLE, aw_http_epoll_fd(), NULL, NULL);

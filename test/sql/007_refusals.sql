@@ -141,7 +141,11 @@ ALTER SYSTEM SET aloro_webhook.retry_schedule = '';
 ALTER SYSTEM SET aloro_webhook.retry_schedule = '0, -1min';
 ALTER SYSTEM SET aloro_webhook.allowed_networks = '10.0.0.0/33';
 ALTER SYSTEM SET aloro_webhook.allowed_networks = 'localhost';
+-- the range check is PostgreSQL's own, and its wording varies by major (18
+-- adds the unit to the bounds): its SQLSTATE alone
+\set VERBOSITY sqlstate
 ALTER SYSTEM SET aloro_webhook.timeout = 0;
+\set VERBOSITY default
 SET aloro_webhook.retry_schedule = '0';
 SET aloro_webhook.database_name = 'calls_db';
 -- (in case any of the above was wrongly accepted)
