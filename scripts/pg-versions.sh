@@ -8,6 +8,9 @@
 #                                                Debian version)
 #   bash scripts/pg-versions.sh pg_config MAJOR  print MAJOR's pg_config path
 #   bash scripts/pg-versions.sh list             majors in the cache, with versions
+#   bash scripts/pg-versions.sh regress-tree MAJOR  the core regression suite's
+#                                                source tree (for 15, the
+#                                                installed package's version)
 #
 # Layout (ALORO_PG_CACHE, default /var/cache/aloro_webhook/pg):
 #   MAJOR/            the prefix install (bin, lib, lib/postgresql/pgxs with the TAP
@@ -56,6 +59,8 @@ write_src_list() {
 # building PostgreSQL majors other than bookworm's from Debian's own sources.
 # No deb (binary) lines and no pinning: nothing here changes what bookworm installs.
 deb-src [signed-by=$key] $m bookworm main
+deb-src [signed-by=$key] $s bookworm-security main
+deb-src [signed-by=$key] $m bookworm-updates main
 deb-src [signed-by=$key] $m bookworm-backports main
 deb-src [signed-by=$key] $m trixie main
 deb-src [signed-by=$key] $s trixie-security main
@@ -203,9 +208,68 @@ cmd_build() {
   echo "== PostgreSQL $major ($("$prefix/bin/pg_config" --version), Debian $got) built in $mins min: $prefix"
 }
 
+# The core regression suite's tree for bookworm's own 15, whose server is the
+# system package: Debian's source of exactly the installed version,
+# configured like the others, with only what `make installcheck` of
+# src/test/regress needs built (pg_regress, regress.so and the spi modules).
+# The other majors' trees come with their builds.
+cmd_regress_tree() {
+  local major=$1 src=$CACHE/src/$1 dl=$CACHE/download/$1
+  if [ "$major" != "$SYSTEM_MAJOR" ]; then
+    [ -f "$src/src/test/regress/regress.so" ] || cmd_build "$major"
+    return
+  fi
+  local want
+  want=$(dpkg-query -W -f='${Version}' "postgresql-$major" 2>/dev/null) \
+    || die "postgresql-$major is not installed (scripts/install-deps.sh)"
+  if [ -f "$src/.debian-version" ] && [ "$(cat "$src/.debian-version")" = "$want" ] \
+     && [ -f "$src/src/test/regress/regress.so" ]; then
+    echo "== PostgreSQL $major: the regression suite of Debian $want is in the cache"
+    return
+  fi
+  [ "$(id -u)" = 0 ] || die "run as root (apt-get source, build dependencies)"
+  grep -q ' bookworm-security ' "$SRC_LIST" 2>/dev/null || write_src_list
+  src_versions "$major" | grep -qxF "$want" || apt-get update -qq
+  # the installed version's source, or else the newest of that major the
+  # mirror serves (a security update's source may not be mirrored: the suite
+  # of the same major then runs against the newer minor release)
+  mkdir -p "$dl" "$CACHE/log"
+  local v got=""
+  for v in $want $(src_versions "$major"); do
+    if [ -f "$dl/postgresql-${major}_${v#*:}.dsc" ] \
+       || (cd "$dl" && apt-get source -qq --download-only "postgresql-$major=$v" >/dev/null 2>&1); then
+      got=$v; break
+    fi
+    echo "== postgresql-$major $v: its source cannot be downloaded"
+  done
+  [ -n "$got" ] || die "no source of postgresql-$major can be downloaded"
+  if [ -f "$src/.debian-version" ] && [ "$(cat "$src/.debian-version")" = "$got" ] \
+     && [ -f "$src/src/test/regress/regress.so" ]; then
+    echo "== PostgreSQL $major: the regression suite of Debian $got is in the cache"
+    return
+  fi
+  want=$got
+  need_build_deps
+  local log=$CACHE/log/$major-regress.log
+  echo "== building the regression suite of PostgreSQL $major (Debian $want; log: $log)"
+  if ! ( set -ex
+         rm -rf "$src"; mkdir -p "$CACHE/src"
+         dpkg-source -x "$dl/postgresql-${major}_${want#*:}.dsc" "$src"
+         cd "$src"
+         nice -n 10 ./configure --prefix="$CACHE/$major-unused" --with-openssl \
+           --with-icu --with-lz4 --with-zstd --with-readline
+         nice -n 10 make -s -j"$JOBS" -C src/backend generated-headers
+         nice -n 10 make -s -j"$JOBS" -C src/test/regress all ) > "$log" 2>&1; then
+    tail -30 "$log" >&2
+    die "the regression suite of PostgreSQL $major did not build; see $log"
+  fi
+  echo "$want" > "$src/.debian-version"
+}
+
 case "${1:-}" in
   build)     check_major "${2:-}"; cmd_build "$2" ;;
   pg_config) check_major "${2:-}"; cmd_pg_config "$2" ;;
   list)      cmd_list ;;
+  regress-tree) check_major "${2:-}"; cmd_regress_tree "$2" ;;
   *)         usage ;;
 esac
