@@ -11,13 +11,19 @@
 #                                        that, from the coordinator); prints "NAME PORT"
 #   bash scripts/citus.sh stop DIR       stop it
 #
-# Run as root (build installs into the PostgreSQL 15 tree; the servers run as
+# Run as root (build installs into PG_CONFIG's PostgreSQL tree; the servers run as
 # postgres).  Each node preloads citus and aloro_webhook, with
 # citus.enable_unsafe_triggers on (watch() attaches row triggers to the
 # distributed calls table; see doc/scaling.md, "Citus").
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-export PATH=/usr/lib/postgresql/15/bin:$PATH
+# the PostgreSQL to build for and run: PG_CONFIG's (bookworm's 15 by default;
+# scripts/test.sh versions gives the other majors' from scripts/pg-versions.sh)
+PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
+export PATH=$(dirname "$PG_CONFIG"):$PATH
+pg_major=$("$PG_CONFIG" --version | sed -E 's/^PostgreSQL ([0-9]+).*/\1/')
+# the majors Citus 13.2 supports
+citus_majors="15 16 17"
 vendor=$root/test/citus/vendor
 tarball=$vendor/citus-13.2.2.tar.gz
 patchfile=$vendor/citus-13.2.2-pg15.20.patch
@@ -28,13 +34,17 @@ as_postgres() { su postgres -s /bin/bash -c "PATH='$PATH'; $*"; }
 
 build() {
   local pkglib
+  [[ " $citus_majors " == *" $pg_major "* ]] \
+    || { echo "Citus 13.2 does not support PostgreSQL $pg_major (it supports $citus_majors)" >&2; exit 1; }
   pkglib=$(pg_config --pkglibdir)
   if [ -f "$pkglib/citus.so" ] && grep -q "default_version = '13.2" "$(pg_config --sharedir)/extension/citus.control" 2>/dev/null; then
     echo "== citus 13.2 is installed"
     return 0
   fi
   local missing=()
-  for p in liblz4-dev libzstd-dev libkrb5-dev postgresql-server-dev-15 libcurl4-openssl-dev make gcc; do
+  local deps=(liblz4-dev libzstd-dev libkrb5-dev libcurl4-openssl-dev make gcc)
+  [ "$pg_major" = 15 ] && deps+=(postgresql-server-dev-15)
+  for p in "${deps[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
   done
   if [ ${#missing[@]} -gt 0 ]; then
@@ -46,13 +56,17 @@ build() {
   fi
   echo "$tar_sha  $tarball" | sha256sum -c --quiet
   echo "$patch_sha  $patchfile" | sha256sum -c --quiet
-  local src=${CITUS_BUILD_DIR:-/tmp/aloro_citus_build}
+  local src=${CITUS_BUILD_DIR:-/tmp/aloro_citus_build_$pg_major}
   rm -rf "$src"
   mkdir -p "$src"
   tar -C "$src" -xzf "$tarball"
   local top
   top=$(find "$src" -mindepth 1 -maxdepth 1 -type d | head -n 1)
-  (cd "$top" && patch -p1 -s < "$patchfile")
+  # the fix for minor releases that declare have_createdb_privilege() (15.20,
+  # and the other majors' releases of the same date); older ones need none
+  if grep -q have_createdb_privilege "$(pg_config --includedir-server)/commands/dbcommands.h"; then
+    (cd "$top" && patch -p1 -s < "$patchfile")
+  fi
   echo "== building citus (about 3 minutes on 2 cores)"
   (cd "$top" && ./configure -q PG_CONFIG="$(command -v pg_config)" > "$src/configure.log" 2>&1) \
     || { tail -n 40 "$src/configure.log"; exit 1; }

@@ -4,7 +4,11 @@
 # handed to the postgres user, who runs the servers.
 
 aw_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-export PATH=/usr/lib/postgresql/15/bin:$PATH
+# the PostgreSQL to build for and test against: PG_CONFIG's, bookworm's 15 by
+# default (scripts/test.sh versions sets it to each major's)
+PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
+export PG_CONFIG
+export PATH=$(dirname "$PG_CONFIG"):$PATH
 
 # aw_build_install DIR: copy the tree to DIR, build, install, chown to postgres
 aw_build_install() {
@@ -25,7 +29,7 @@ aw_build_install() {
   chown -R postgres:postgres "$work"
 }
 
-# aw_as_postgres CMD...: run a shell command as postgres with the PG 15 tools on PATH
+# aw_as_postgres CMD...: run a shell command as postgres with PG_CONFIG's tools on PATH
 aw_as_postgres() {
   su postgres -s /bin/bash -c "PATH='$PATH'; $*"
 }

@@ -131,3 +131,20 @@ BEGIN
 	END LOOP;
 END
 $$;
+
+-- PostgreSQL 18 catalogs NOT NULL constraints, named after their table: the
+-- renamed table's take the names a fresh install gives them
+DO $$
+DECLARE
+	c record;
+BEGIN
+	FOR c IN
+		SELECT co.conname FROM pg_catalog.pg_constraint co
+		 WHERE co.conrelid = 'aloro_webhook.delivery_log'::pg_catalog.regclass AND co.contype = 'n'
+		   AND co.conname LIKE 'deliveries\_%\_not\_null'
+	LOOP
+		EXECUTE pg_catalog.format('ALTER TABLE aloro_webhook.delivery_log RENAME CONSTRAINT %I TO %I',
+								  c.conname, 'delivery_log' || pg_catalog.substr(c.conname, 11));
+	END LOOP;
+END
+$$;
