@@ -105,23 +105,20 @@ SELECT pg_catalog.pg_extension_config_dump('aloro_webhook.delivery_attempts', ''
 -- Waking the worker
 ------------------------------------------------------------------------------
 
--- Statement trigger: wake the worker when the transaction commits, and tell
--- it the earliest due time the statement gave a row (the worker's scans of
--- the due index start after what it claimed last: see src/cursor.c).
+-- Wakes the worker when the transaction commits, and tells it the earliest
+-- due time the transaction gave a queue row (the worker's scans of the due
+-- index start after what it claimed last: see src/cursor.c); NULL: look
+-- from the start.  Every statement that puts a delivery in line calls it
+-- (the call-ended trigger does the same in C).  Always true, so that a
+-- statement can call it in a WHERE clause for each row it queued.
+CREATE OR REPLACE FUNCTION aloro_webhook._wake(due timestamptz)
+RETURNS boolean LANGUAGE C VOLATILE
+AS 'MODULE_PATHNAME', 'aloro_webhook_wake';
+
+-- Statement trigger: wake the worker when the transaction commits.
 CREATE OR REPLACE FUNCTION aloro_webhook._wake_at_commit()
 RETURNS trigger LANGUAGE C
 AS 'MODULE_PATHNAME', 'aloro_webhook_wake_at_commit';
-
-CREATE OR REPLACE TRIGGER aloro_webhook_wake_insert
-	AFTER INSERT ON aloro_webhook.queue
-	REFERENCING NEW TABLE AS due
-	FOR EACH STATEMENT
-	EXECUTE FUNCTION aloro_webhook._wake_at_commit();
-CREATE OR REPLACE TRIGGER aloro_webhook_wake_update
-	AFTER UPDATE ON aloro_webhook.queue
-	REFERENCING NEW TABLE AS due
-	FOR EACH STATEMENT
-	EXECUTE FUNCTION aloro_webhook._wake_at_commit();
 
 -- Deliveries of a disabled webhook are held, not dropped: the worker does
 -- not claim them.  Enabling it again wakes the worker, and they are due.
@@ -221,6 +218,7 @@ BEGIN
 		INSERT INTO aloro_webhook.queue (delivery_id, webhook_id, due_at, claimed_at, bytes)
 		VALUES (NEW.id, NEW.webhook_id, NEW.next_attempt_at, NEW.claimed_at,
 				coalesce(octet_length(NEW.body), 0));
+		PERFORM aloro_webhook._wake(NEW.next_attempt_at);
 	END IF;
 	RETURN NEW;
 END
@@ -265,7 +263,7 @@ SET search_path = pg_catalog, pg_temp AS $$
 			   (delivery_id, attempt, started_at, duration_ms, http_status, error)
 		SELECT l.id, l.attempts, coalesce(l.claimed_at, now()), NULL, NULL, l.last_error FROM l
 		ON CONFLICT (delivery_id, attempt) DO NOTHING)
-	SELECT count(*) FROM l
+	SELECT count(*) FROM l WHERE aloro_webhook._wake(now())
 $$;
 
 -- "webhook N was deleted", written by the worker too (src/record.c).
@@ -352,7 +350,7 @@ SET search_path = pg_catalog, pg_temp AS $$
 		SELECT r.id, r.webhook_id, r.next_attempt_at, coalesce(p.bytes, 0)
 		  FROM r LEFT JOIN aloro_webhook.payloads p ON p.id = r.payload_id
 		ON CONFLICT (delivery_id) DO NOTHING)
-	SELECT count(*) FROM r
+	SELECT count(*) FROM r WHERE aloro_webhook._wake(r.next_attempt_at)
 $$;
 
 -- A delivery whose body could not be built when its call ended gets it built
@@ -397,6 +395,7 @@ BEGIN
 	VALUES (v_id, test_webhook.webhook_id, NULL, 'call.ended', true, v_payload, v_due);
 	INSERT INTO aloro_webhook.queue (delivery_id, webhook_id, due_at, bytes)
 	VALUES (v_id, test_webhook.webhook_id, v_due, octet_length(v_body));
+	PERFORM aloro_webhook._wake(v_due);
 	RETURN v_id;
 END
 $$;
@@ -506,9 +505,8 @@ COMMENT ON FUNCTION aloro_webhook.replay(bigint, timestamptz, timestamptz, boole
 -- The worker
 ------------------------------------------------------------------------------
 
--- Tell a worker that is waiting for the extension that it is here now (the
--- statement trigger on the queue fires even when no row changes).
-UPDATE aloro_webhook.queue SET due_at = due_at WHERE false;
+-- Tell a worker that is waiting for the extension that it is here now.
+SELECT aloro_webhook._wake(NULL);
 
 -- Installed where the worker does not run?  Say so: nothing queued here would be sent.
 DO $$

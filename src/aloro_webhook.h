@@ -22,7 +22,7 @@
 #include "utils/relcache.h"
 #include "utils/timestamp.h"
 
-#define AW_VERSION "0.2.0"
+#define AW_VERSION "0.3.0"
 #define AW_USER_AGENT "aloro-webhook/" AW_VERSION
 #define AW_WORKER_NAME "aloro_webhook worker"
 
@@ -67,6 +67,7 @@ extern void aw_bump_webhooks_version(void);
 /* wakeup.c: what a commit tells the workers and the backends' copies of webhooks */
 extern void aw_install_xact_callback(void);
 extern void aw_wake_worker_at_commit(void);
+extern void aw_wake_worker_for(TimestampTz due);
 extern void aw_set_am_worker(void);
 extern bool aw_webhooks_changed_here(void);
 extern void aw_after_commit_prepared(void);

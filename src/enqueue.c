@@ -334,6 +334,17 @@ aw_end_call(const char *call_id, Oid source, AwMatch *matches, int nmatch, AwVar
 	args[9] = IntervalPGetDatum(first_delay);
 	if (SPI_execute_plan(aw_end_plan, args, NULL, false, 0) != SPI_OK_INSERT)
 		elog(ERROR, "could not queue the deliveries of call \"%s\"", call_id);
+
+	/*
+	 * Wake the worker at commit, only for what it may send: deliveries of a
+	 * webhook the extension disabled are held, and enabling it wakes it.
+	 */
+	for (int i = 0; i < nmatch; i++)
+		if (matches[i].enabled && variants[matches[i].include_recording].error == NULL)
+		{
+			aw_wake_worker_for(GetCurrentTransactionStartTimestamp() + first_delay->time);
+			break;
+		}
 }
 
 /* 0.1.0's schema: the mark, then one insert per delivery, body included */

@@ -25,6 +25,8 @@
 #include "catalog/namespace.h"
 #include "commands/extension.h"
 #include "executor/spi.h"
+#include "nodes/value.h"
+#include "parser/parse_func.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
@@ -409,32 +411,31 @@ aw_queue_orphans(int64 *ids, int max)
 
 /*
  * aw_queue_fail_orphans
- *		Fails those of ids[0..n) that are still waiting deliveries of a
- *		deleted webhook.  Returns how many.  What _fail_waiting() does in the
- *		install script; written out here because a database installed at
- *		0.2.0 before that helper existed has no such function (the worker
- *		calls it from 0.3.0 on).
+ *		Fails those of ids[0..n) that are still waiting, with "webhook N was
+ *		deleted" (_fail_waiting()).  The caller passes only deliveries seen
+ *		orphaned in this transaction.  Returns how many.  A database still at
+ *		0.2.0, from before that helper existed, is swept once it is updated.
  */
 uint64
 aw_queue_fail_orphans(const int64 *ids, int n)
 {
 	Datum		args[1];
+	Datum		failed;
+	bool		isnull;
+	Oid			argtypes[2] = {INT8ARRAYOID, TEXTOID};
+	List	   *name = list_make2(makeString("aloro_webhook"), makeString("_fail_waiting"));
 
+	if (!OidIsValid(LookupFuncName(name, 2, argtypes, true)))
+		return 0;
 	aw_prepare_once(&aw_plan_fail_orphans,
-					"WITH gone AS ("
-					"  DELETE FROM aloro_webhook.queue q "
-					"   WHERE q.delivery_id = ANY ($1) AND q.claimed_by IS NULL "
-					"     AND NOT EXISTS (SELECT 1 FROM aloro_webhook.webhooks w WHERE w.id = q.webhook_id) "
-					"  RETURNING q.delivery_id, q.webhook_id) "
-					"UPDATE aloro_webhook.delivery_log d "
-					"   SET status = 'failed', next_attempt_at = NULL, finished_at = pg_catalog.now(), "
-					"       last_error = aloro_webhook._webhook_deleted_message(gone.webhook_id, NULL) "
-					"  FROM gone WHERE d.id = gone.delivery_id",
+					"SELECT aloro_webhook._fail_waiting($1, NULL)",
 					1, (Oid[]) {INT8ARRAYOID});
 	args[0] = aw_int8_array(ids, n);
-	if (SPI_execute_plan(aw_plan_fail_orphans, args, NULL, false, 0) != SPI_OK_UPDATE)
+	if (SPI_execute_plan(aw_plan_fail_orphans, args, NULL, false, 0) != SPI_OK_SELECT ||
+		SPI_processed != 1)
 		elog(ERROR, "could not fail deliveries of deleted webhooks");
-	return SPI_processed;
+	failed = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	return isnull ? 0 : (uint64) DatumGetInt64(failed);
 }
 
 /*

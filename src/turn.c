@@ -405,14 +405,21 @@ void
 aw_sweep(AwWorker *w)
 {
 	int64		seen[AW_MAX_ORPHANS];
+	int64		twice[AW_MAX_ORPHANS];
 	int			nseen;
+	int			ntwice = 0;
 
 	w->phase = AW_PHASE_SWEEP;
 	aw_xact_begin("aloro_webhook: releasing stale claims, failing deliveries of deleted webhooks");
 	aw_release_stale_claims(w);
 	nseen = aw_queue_orphans(seen, AW_MAX_ORPHANS);
-	if (w->norphans > 0 && nseen > 0)
-		aw_queue_fail_orphans(w->orphans, w->norphans);
+	/* failed: those orphaned at the last sweep and still now */
+	for (int i = 0; i < nseen; i++)
+		for (int j = 0; j < w->norphans; j++)
+			if (w->orphans[j] == seen[i])
+				twice[ntwice++] = seen[i];
+	if (ntwice > 0)
+		aw_queue_fail_orphans(twice, ntwice);
 	aw_xact_commit();
 	memcpy(w->orphans, seen, sizeof(int64) * nseen);
 	w->norphans = nseen;

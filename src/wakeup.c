@@ -84,6 +84,35 @@ aw_wake_worker_at_commit(void)
 	aw_wake_pending = true;
 }
 
+/*
+ * Ask for the worker to be woken at commit, and note that this transaction
+ * gave a queue row the due time due (DT_NOBEGIN: look from the start), for
+ * the workers' cursors (cursor.c).  A worker's own rows are behind no
+ * cursor: it only wakes the others.
+ */
+void
+aw_wake_worker_for(TimestampTz due)
+{
+	aw_wake_pending = true;
+	if (!aw_am_worker && due < aw_due_min)
+		aw_due_min = due;
+}
+
+PG_FUNCTION_INFO_V1(aloro_webhook_wake);
+
+/*
+ * aloro_webhook._wake(due): what every SQL statement that puts a delivery in
+ * line calls (0.3.0; before, statement triggers on the queue did it).  NULL:
+ * look from the start.  Always true, so that a statement can call it in a
+ * WHERE clause for each row it queued.
+ */
+Datum
+aloro_webhook_wake(PG_FUNCTION_ARGS)
+{
+	aw_wake_worker_for(PG_ARGISNULL(0) ? DT_NOBEGIN : PG_GETARG_TIMESTAMPTZ(0));
+	PG_RETURN_BOOL(true);
+}
+
 /* at commit: tell the workers and the copies; at abort or prepare: forget */
 static void
 aw_xact_callback(XactEvent event, void *arg)
@@ -131,10 +160,11 @@ aw_install_xact_callback(void)
 PG_FUNCTION_INFO_V1(aloro_webhook_wake_at_commit);
 
 /*
- * Statement trigger: wake the worker at commit.  On the queue, with the
- * rows the statement inserted or updated as its transition table, it also
- * notes their earliest due time, for the workers' cursors (cursor.c); on
- * webhooks (one enabled again) it asks them to look from the start.
+ * Statement trigger: wake the worker at commit.  On webhooks (one enabled
+ * again) it asks the workers to look from the start.  Up to 0.2.0 it was on
+ * the queue too, with the rows the statement inserted or updated as its
+ * transition table, and noted their earliest due time; a library serving a
+ * 0.2.0 database still does.
  */
 Datum
 aloro_webhook_wake_at_commit(PG_FUNCTION_ARGS)
@@ -145,11 +175,8 @@ aloro_webhook_wake_at_commit(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
 				 errmsg("aloro_webhook._wake_at_commit() must be called as a trigger")));
-	aw_wake_worker_at_commit();
-	if (aw_am_worker)
-		return PointerGetDatum(NULL);	/* the worker's own rows are behind no cursor */
 	if (td->tg_newtable == NULL)
-		aw_due_min = DT_NOBEGIN;
+		aw_wake_worker_for(DT_NOBEGIN);
 	else
 	{
 		TupleDesc	desc = RelationGetDescr(td->tg_relation);
@@ -158,9 +185,12 @@ aloro_webhook_wake_at_commit(PG_FUNCTION_ARGS)
 		TupleTableSlot *slot;
 		int			ptr;
 
+		aw_wake_worker_at_commit();
+		if (aw_am_worker)
+			return PointerGetDatum(NULL);	/* the worker's own rows are behind no cursor */
 		if (attnum <= 0)
 		{
-			aw_due_min = DT_NOBEGIN;
+			aw_wake_worker_for(DT_NOBEGIN);
 			return PointerGetDatum(NULL);
 		}
 		slot = MakeSingleTupleTableSlot(desc, &TTSOpsMinimalTuple);
@@ -176,8 +206,8 @@ aloro_webhook_wake_at_commit(PG_FUNCTION_ARGS)
 			bool		isnull;
 			Datum		due = slot_getattr(slot, attnum, &isnull);
 
-			if (!isnull && DatumGetTimestampTz(due) < aw_due_min)
-				aw_due_min = DatumGetTimestampTz(due);
+			if (!isnull)
+				aw_wake_worker_for(DatumGetTimestampTz(due));
 		}
 		tuplestore_select_read_pointer(rows, 0);
 		ExecDropSingleTupleTableSlot(slot);

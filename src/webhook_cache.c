@@ -41,6 +41,7 @@ typedef struct AwCachedHook
 	bool		completed_only;
 	bool		include_recording;
 	Datum		filter;			/* jsonpath, or 0 */
+	bool		enabled;		/* false: disabled by the extension, deliveries held */
 } AwCachedHook;
 
 static MemoryContext aw_cache_cxt = NULL;
@@ -59,6 +60,7 @@ static SPIPlanPtr aw_match_plan = NULL;
  */
 #define AW_HOOKS_SQL(filter, cond) \
 	"SELECT w.id, w.include_recording, w.assistant_id, w.campaign_id, w.completed_only, " filter \
+	"       , w.enabled " \
 	"  FROM aloro_webhook.webhooks w WHERE " cond " "
 #define AW_HOOKS_CURRENT AW_HOOKS_SQL("w.filter", "(w.enabled OR w.disabled_reason IS NOT NULL)")
 #define AW_HOOKS_010 AW_HOOKS_SQL("NULL::pg_catalog.jsonpath", "w.enabled")
@@ -126,6 +128,7 @@ aw_cache_load(uint64 version)
 		aw_cache[i].completed_only = DatumGetBool(SPI_getbinval(t, desc, 5, &isnull));
 		aw_cache[i].filter = SPI_getbinval(t, desc, 6, &isnull);
 		aw_cache[i].filter = isnull ? (Datum) 0 : PointerGetDatum(PG_DETOAST_DATUM_COPY(aw_cache[i].filter));
+		aw_cache[i].enabled = DatumGetBool(SPI_getbinval(t, desc, 7, &isnull));
 	}
 	MemoryContextSwitchTo(old);
 	aw_cache_version = version;
@@ -174,6 +177,7 @@ aw_match_by_query(const char *assistant_id, const char *campaign_id, bool comple
 															   SPI_tuptable->tupdesc, 2, &isnull));
 		(*out)[i].filter = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 6, &isnull);
 		(*out)[i].filter = isnull ? (Datum) 0 : PointerGetDatum(PG_DETOAST_DATUM_COPY((*out)[i].filter));
+		(*out)[i].enabled = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 7, &isnull));
 	}
 	return n;
 }
@@ -208,6 +212,7 @@ aw_matching_webhooks(const char *assistant_id, const char *campaign_id, bool com
 		(*out)[n].id = h->id;
 		(*out)[n].include_recording = h->include_recording;
 		(*out)[n].filter = h->filter;
+		(*out)[n].enabled = h->enabled;
 		n++;
 	}
 	return n;

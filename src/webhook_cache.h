@@ -16,6 +16,7 @@ typedef struct AwMatch
 	int64		id;
 	bool		include_recording;
 	Datum		filter;			/* webhooks.filter (jsonpath), or 0 */
+	bool		enabled;		/* false: held (disabled by the extension), not sent yet */
 } AwMatch;
 
 extern int	aw_matching_webhooks(const char *assistant_id, const char *campaign_id, bool completed,

@@ -3,7 +3,7 @@
 # aloro_webhook UPDATE.  Its objects then equal a fresh install's -- tables,
 # columns, constraints, indexes, triggers, functions, views, privileges --
 # and every queued delivery is still there, with its exact body, and is sent.
-# Meanwhile (the library is already 0.2.0) calls still end and are queued,
+# Meanwhile (the library is already the current version) calls still end and are queued,
 # and the worker waits, saying why.
 use strict;
 use warnings;
@@ -18,13 +18,15 @@ use AloroTest;
 
 my $node = aw_node('upgrade', create_extension => 0,
 	conf => { 'aloro_webhook.idle_check_interval' => '200ms' });
+my $current = $node->safe_psql('postgres',
+	"SELECT default_version FROM pg_available_extensions WHERE name = 'aloro_webhook'");
 my $rcv = start_receiver(name => 'upgrade', secret => 'whsec_upgrade');
 $node->safe_psql('postgres', "CREATE EXTENSION aloro_webhook VERSION '0.1.0'");
 is($node->safe_psql('postgres', "SELECT extversion FROM pg_extension WHERE extname = 'aloro_webhook'"),
 	'0.1.0', 'installed at 0.1.0');
 ok(wait_until(sub { slurp_file($node->logfile) =~ /waiting for ALTER EXTENSION aloro_webhook UPDATE in database "postgres"/ },
 		20, 'the worker waits'),
-	'the worker (library 0.2.0) waits for the update, saying so');
+	"the worker (library $current) waits for the update, saying so");
 
 # webhooks and queued deliveries, made the 0.1.0 way
 my $a = $node->safe_psql('postgres',
@@ -53,7 +55,7 @@ is(scalar(receiver_log($rcv)), 0, 'nothing sent before the update');
 
 $node->safe_psql('postgres', 'ALTER EXTENSION aloro_webhook UPDATE');
 is($node->safe_psql('postgres', "SELECT extversion FROM pg_extension WHERE extname = 'aloro_webhook'"),
-	'0.2.0', 'updated to 0.2.0');
+	$current, "updated to $current");
 
 # ---------------------------------------------------------------------------
 # the objects equal a fresh install's
@@ -102,7 +104,7 @@ my $catalog = q{
 my $upgraded = $node->safe_psql('postgres', $catalog);
 my $fresh = $node->safe_psql('fresh', $catalog);
 ok(length($fresh) > 1000, 'the catalog description is not empty');
-is($upgraded, $fresh, 'the updated extension\'s objects equal a fresh 0.2.0 install\'s')
+is($upgraded, $fresh, "the updated extension's objects equal a fresh $current install's")
   or do {
 	my %u = map { $_ => 1 } split /\n/, $upgraded;
 	my %f = map { $_ => 1 } split /\n/, $fresh;
