@@ -85,7 +85,13 @@ hang_pid=$!
 hport=$(aw_wait_listening "$work/hang.out")
 
 port=$(aw_free_port)
-aw_cluster "$work" "$port" "aloro_webhook.database_name = 'postgres'
+# BENCH_STATEMENTS=1: pg_stat_statements too, and after the drain the statements that took
+# the most time (a profile; the figures of such a run are not the ones to quote)
+stmts_conf=""
+[ -n "${BENCH_STATEMENTS:-}" ] && stmts_conf="shared_preload_libraries = 'aloro_webhook, pg_stat_statements'
+pg_stat_statements.track = all"
+aw_cluster "$work" "$port" "$stmts_conf
+aloro_webhook.database_name = 'postgres'
 shared_buffers = 256MB
 max_wal_size = 4GB
 checkpoint_timeout = 30min
@@ -105,6 +111,7 @@ declare -A R   # the results
 
 # a 1.8 kB body: the call's transcript and variables make it up
 sqlf "CREATE EXTENSION aloro_webhook;
+$([ -n "${BENCH_STATEMENTS:-}" ] && echo "CREATE EXTENSION pg_stat_statements;")
 CREATE TABLE bench_template AS
 SELECT jsonb_build_object('summary', repeat('The customer asked about order status. ', 4)) AS variables,
        (SELECT jsonb_agg(jsonb_build_object('speaker', CASE WHEN g % 2 = 0 THEN 'ai' ELSE 'customer' END,
@@ -158,11 +165,16 @@ fi
 if phase drain; then
 drain_hook=$(psql_ "-c \"SELECT aloro_webhook.create_webhook('http://127.0.0.1:$nport/sink', 'whsec_bench', assistant_id => 'asst_drain')\"")
 sqlf "$(end_calls_sql $N drain asst_drain)"
+[ -n "${BENCH_STATEMENTS:-}" ] && psql_ "-c 'SELECT pg_stat_statements_reset()'" >/dev/null
 t0=$(now_ns); wait_drained "$drain_hook" 600; t1=$(now_ns)
 check_all_succeeded "$drain_hook" "$N"
 R[drain_rate]=$(rate $N $((t1 - t0)))
 R[drain_vs_bare]=$(ratio "${R[drain_rate]}" "${R[bare_rate]}")
 echo "drain: $N queued in one transaction, ${R[drain_rate]} deliveries/s after commit (${R[drain_vs_bare]} of the bare client; target >= 0.7)"
+if [ -n "${BENCH_STATEMENTS:-}" ]; then
+  echo "== the drain's statements by total time (calls, rows per call, mean ms, total ms, query)"
+  psql_ "-F ' | ' -c \"SELECT calls, round(rows::numeric / calls, 1), round(mean_exec_time::numeric, 3), round(total_exec_time::numeric), left(regexp_replace(query, '\\s+', ' ', 'g'), 90) FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT 12\""
+fi
 fi
 
 # --- long transaction ----------------------------------------------------------------
