@@ -20,8 +20,8 @@ EXTRA_CLEAN = tmp_check results regression.diffs regression.out log build
 EXT_VERSION = $(shell sed -n "s/^default_version = '\(.*\)'/\1/p" $(EXTENSION).control)
 SQL_OBJECTS = sql/configuration.sql sql/enqueue.sql sql/queue.sql sql/history.sql \
               sql/operations.sql sql/citus.sql sql/roles.sql
-# earlier versions' scripts as they were released, and the migrations
-# (sql/upgrades/FROM--TO.sql) to the current version
+# earlier versions' install scripts as they were released, and the
+# migrations (sql/upgrades/FROM--TO.sql) from each version to the next
 RELEASED    = $(patsubst sql/released/%,build/%,$(wildcard sql/released/$(EXTENSION)--*.sql))
 UPGRADES    = $(patsubst sql/upgrades/%,build/$(EXTENSION)--%,$(wildcard sql/upgrades/*--*.sql))
 DATA_built  = build/$(EXTENSION)--$(EXT_VERSION).sql $(UPGRADES) $(RELEASED)
@@ -40,16 +40,20 @@ build/$(EXTENSION)--$(EXT_VERSION).sql: sql/install_guard.sql $(SQL_OBJECTS) $(E
 		'\echo Use "CREATE EXTENSION $(EXTENSION)" to load this file. \quit'; \
 	  cat sql/install_guard.sql $(SQL_OBJECTS); } > $@
 
-# an upgrade: its migration, with every object of the current version where
-# it says "-- @objects"; only to the current version (sql/README.md says how
-# an upgrade is frozen when the next version begins)
-$(UPGRADES): build/$(EXTENSION)--%.sql: sql/upgrades/%.sql $(SQL_OBJECTS) $(EXTENSION).control
-	@case "$*" in *--$(EXT_VERSION)) ;; *) echo "sql/upgrades/$*.sql does not lead to $(EXT_VERSION): freeze it in sql/released/ (sql/README.md)" >&2; exit 1;; esac
+# an upgrade FROM--TO: its migration, with every object of TO where it says
+# "-- @objects" -- the files of sql/ when TO is the current version, TO's
+# install script as released (less its guard) when it is an earlier one
+$(UPGRADES): build/$(EXTENSION)--%.sql: sql/upgrades/%.sql $(SQL_OBJECTS) $(wildcard sql/released/*.sql) $(EXTENSION).control
 	@grep -qx -- '-- @objects' $< || { echo "$< has no '-- @objects' line" >&2; exit 1; }
+	@to='$*'; to=$${to##*--}; \
+	  [ "$$to" = '$(EXT_VERSION)' ] || [ -f sql/released/$(EXTENSION)--$$to.sql ] || \
+	  { echo "sql/upgrades/$*.sql leads to $$to, which is neither $(EXT_VERSION) nor released (sql/released/$(EXTENSION)--$$to.sql)" >&2; exit 1; }
 	@mkdir -p build
+	to='$*'; to=$${to##*--}; \
+	if [ "$$to" = '$(EXT_VERSION)' ]; then objects='$(SQL_OBJECTS)'; else objects=sql/released/$(EXTENSION)--$$to.sql; fi; \
 	{ printf '%s\n' "/* $(notdir $@) -- built by the Makefile from sql/: edit those files, not this one */" \
-		"\\echo Use \"ALTER EXTENSION $(EXTENSION) UPDATE TO '$(EXT_VERSION)'\" to load this file. \\quit"; \
-	  sed '/^-- @objects$$/,$$d' $<; cat $(SQL_OBJECTS); sed '1,/^-- @objects$$/d' $<; } > $@
+		"\\echo Use \"ALTER EXTENSION $(EXTENSION) UPDATE TO '$$to'\" to load this file. \\quit"; \
+	  sed '/^-- @objects$$/,$$d' $<; cat $$objects; sed '1,/^-- @objects$$/d' $<; } > $@
 
 # a released version's script as it was; an install script starts with the
 # guard, as every install does

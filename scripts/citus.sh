@@ -17,6 +17,7 @@
 # distributed calls table; see doc/scaling.md, "Citus").
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
+source "$root/scripts/apt.sh"
 # the PostgreSQL to build for and run: PG_CONFIG's (bookworm's 15 by default;
 # scripts/test.sh versions gives the other majors' from scripts/pg-versions.sh)
 PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
@@ -41,19 +42,9 @@ build() {
     echo "== citus 13.2 is installed"
     return 0
   fi
-  local missing=()
   local deps=(liblz4-dev libzstd-dev libkrb5-dev libcurl4-openssl-dev make gcc)
   [ "$pg_major" = 15 ] && deps+=(postgresql-server-dev-15)
-  for p in "${deps[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-  done
-  if [ ${#missing[@]} -gt 0 ]; then
-    echo "== installing: ${missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends "${missing[@]}" > /tmp/aloro_citus_apt.log 2>&1 \
-      || { tail -n 40 /tmp/aloro_citus_apt.log; exit 1; }
-  fi
+  aw_need_packages --quiet /tmp/aloro_citus_apt.log "${deps[@]}" || exit 1
   echo "$tar_sha  $tarball" | sha256sum -c --quiet
   echo "$patch_sha  $patchfile" | sha256sum -c --quiet
   local src=${CITUS_BUILD_DIR:-/tmp/aloro_citus_build_$pg_major}

@@ -4,6 +4,7 @@
 # handed to the postgres user, who runs the servers.
 
 aw_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+source "$aw_root/scripts/apt.sh"
 # the PostgreSQL to build for and test against: PG_CONFIG's, bookworm's 15 by
 # default (scripts/test.sh versions sets it to each major's)
 PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}

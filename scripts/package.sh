@@ -18,18 +18,7 @@ source "$(dirname "$0")/common.sh"
 work=${ALORO_PKG_DIR:-/tmp/aloro_webhook_pkg}
 debs=$aw_root/build/debs
 
-need() {
-  local missing=()
-  for p in "$@"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-  done
-  if [ ${#missing[@]} -gt 0 ]; then
-    echo "== installing: ${missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-  fi
-}
+need() { aw_need_packages --quiet /tmp/aloro_webhook_pkg_apt.log "$@"; }
 
 # debian/control for these majors: the source stanza, then control.in's
 # package stanza once per major

@@ -72,6 +72,9 @@
 
 static AwWorker W;
 
+/* the longest an attempt that came back waits for others to be recorded with */
+#define AW_GATHER_MS 1
+
 /* the settings that decide whether a connection may be used */
 static void
 aw_current_policy(char *buf, size_t len)
@@ -111,6 +114,22 @@ aw_sleep_ms(TimestampTz now, bool work_waiting)
 		timeout = Min(timeout, next <= now ? 0 : (long) ((next - now + 999) / 1000));
 	}
 	return timeout;
+}
+
+/*
+ * Have enough attempts come back for a turn to record them?  A turn costs
+ * about the same for one as for dozens (its transaction, its statements'
+ * start-up), so while requests are still out the ones back wait for each
+ * other -- until they are as many as those still out, or the oldest has
+ * waited AW_GATHER_MS.  A commit that queues work starts a turn at once.
+ */
+static bool
+aw_record_ready(TimestampTz now)
+{
+	if (W.nfinished == 0)
+		return false;
+	return W.nfinished >= aw_http_in_flight() || W.nfinished >= aw_batch_size ||
+		TimestampDifferenceExceeds(W.finished_since, now, AW_GATHER_MS);
 }
 
 /* is a turn due now? */
@@ -282,11 +301,14 @@ aw_worker_main(Datum main_arg)
 		int			nevents;
 		bool		woken = false;
 		TimestampTz now = GetCurrentTimestamp();
-		bool		work_waiting = W.nfinished > 0 ||
+		bool		record_ready = aw_record_ready(now);
+		bool		work_waiting = record_ready ||
 			(aw_http_results_waiting() && W.nfinished < AW_MAX_FINISHED);
+		long		sleep_ms = aw_sleep_ms(now, work_waiting);
 
-		nevents = WaitEventSetWait(wes, aw_sleep_ms(now, work_waiting),
-								   events, lengthof(events), PG_WAIT_EXTENSION);
+		if (W.nfinished > 0 && !record_ready)
+			sleep_ms = Min(sleep_ms, AW_GATHER_MS);
+		nevents = WaitEventSetWait(wes, sleep_ms, events, lengthof(events), PG_WAIT_EXTENSION);
 		for (int i = 0; i < nevents; i++)
 			if (events[i].events & WL_LATCH_SET)
 			{
@@ -315,7 +337,7 @@ aw_worker_main(Datum main_arg)
 		aw_drive();
 
 		now = GetCurrentTimestamp();
-		if (aw_clock_turn_due(&W.clock, now, woken, W.nfinished > 0))
+		if (aw_clock_turn_due(&W.clock, now, woken, aw_record_ready(now)))
 		{
 			W.clock.last_turn = now;
 			aw_turn(&W);

@@ -86,6 +86,7 @@ typedef struct AwWorker
 	dlist_head	finished;
 	int			nclaimed;
 	int			nfinished;
+	TimestampTz finished_since; /* when the oldest of finished came back */
 
 	MemoryContext deliveries_cxt;	/* parent of every delivery's context */
 	MemoryContext turn_cxt;		/* reset every loop */
@@ -109,7 +110,8 @@ aw_worker_add_finished(AwWorker *w, AwDelivery *d)
 {
 	d->in_flight = false;
 	dlist_push_tail(&w->finished, &d->node);
-	w->nfinished++;
+	if (w->nfinished++ == 0)
+		w->finished_since = GetCurrentTimestamp();
 }
 
 #endif							/* ALORO_WEBHOOK_WORKER_STATE_H */

@@ -46,13 +46,7 @@ work=/tmp/aloro_webhook_bench
 out_json=${BENCH_JSON:-$aw_root/test/bench/out/results.json}
 mkdir -p "$(dirname "$out_json")"
 
-for p in nginx-light; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || {
-    echo "== installing: $p"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq && apt-get install -y -qq --no-install-recommends "$p" >/dev/null
-  }
-done
+aw_need_packages --quiet /tmp/aloro_webhook_bench_apt.log nginx-light
 rm -rf "$work"
 aw_build_install "$work/src"
 mkdir -p "$work/nginx/logs"

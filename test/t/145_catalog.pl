@@ -26,9 +26,16 @@ my @earlier = split /\n/, $node->safe_psql('postgres',
 	  WHERE name = 'aloro_webhook' AND version <> '$default' ORDER BY version");
 ok(scalar(@earlier) >= 1, "earlier versions to upgrade from: @earlier");
 
-# the members of the extension, one ALTER EXTENSION ... DROP statement each
+# The members of the extension, one ALTER EXTENSION ... DROP statement each,
+# and whether the member is a table's or view's row type (or its array type):
+# those are not detached, as they go with their relation (from PostgreSQL 17
+# on, they are members of their own as well).
 my $members_sql = q{
 SELECT pg_catalog.format('ALTER EXTENSION aloro_webhook DROP %s %s;', upper(i.type), i.identity)
+       || '|' || EXISTS (SELECT 1 FROM pg_catalog.pg_type t
+                           LEFT JOIN pg_catalog.pg_type el ON el.oid = t.typelem
+                          WHERE d.classid = 'pg_catalog.pg_type'::pg_catalog.regclass AND t.oid = d.objid
+                            AND (t.typrelid <> 0 OR coalesce(el.typrelid, 0) <> 0))
   FROM pg_catalog.pg_depend d
   CROSS JOIN LATERAL pg_catalog.pg_identify_object(d.classid, d.objid, d.objsubid) i
  WHERE d.refclassid = 'pg_catalog.pg_extension'::pg_catalog.regclass
@@ -40,30 +47,15 @@ SELECT c::regclass::text || ' ' || coalesce(e.extcondition[pg_catalog.array_posi
   FROM pg_catalog.pg_extension e, unnest(e.extconfig) c
  WHERE e.extname = 'aloro_webhook' ORDER BY 1};
 
-# The statements that detach them: a table's or view's row type (and its
-# array type) goes with the relation (from PostgreSQL 17 on, they are members
-# of their own as well).
-my $detach_sql = q{
-SELECT pg_catalog.format('ALTER EXTENSION aloro_webhook DROP %s %s;', upper(i.type), i.identity)
-  FROM pg_catalog.pg_depend d
-  CROSS JOIN LATERAL pg_catalog.pg_identify_object(d.classid, d.objid, d.objsubid) i
- WHERE d.refclassid = 'pg_catalog.pg_extension'::pg_catalog.regclass
-   AND d.refobjid = (SELECT e.oid FROM pg_catalog.pg_extension e WHERE e.extname = 'aloro_webhook')
-   AND d.deptype = 'e'
-   AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_type t
-					LEFT JOIN pg_catalog.pg_type el ON el.oid = t.typelem
-				   WHERE d.classid = 'pg_catalog.pg_type'::pg_catalog.regclass AND t.oid = d.objid
-					 AND (t.typrelid <> 0 OR coalesce(el.typrelid, 0) <> 0))
- ORDER BY 1};
-
 # describe($db): the extension's members, its configuration tables, and the
 # schema pg_dump writes of them once detached
 sub describe
 {
 	my ($db) = @_;
-	my $members = $node->safe_psql($db, $members_sql);
+	my @members = map { [ split /\|/ ] } split /\n/, $node->safe_psql($db, $members_sql);
+	my $members = join("\n", map { $_->[0] } @members);
 	my $config = $node->safe_psql($db, $config_sql);
-	$node->safe_psql($db, $node->safe_psql($db, $detach_sql));
+	$node->safe_psql($db, join("\n", map { $_->[0] } grep { $_->[1] eq 'false' } @members));
 	my ($out, $err) = ('', '');
 	IPC::Run::run([ 'pg_dump', '--schema-only', '-d', $node->connstr($db) ],
 		'>', \$out, '2>', \$err)
