@@ -68,6 +68,7 @@ extern void aw_bump_webhooks_version(void);
 extern void aw_install_xact_callback(void);
 extern void aw_wake_worker_at_commit(void);
 extern void aw_wake_worker_for(TimestampTz due);
+extern void aw_wake_if_webhooks_change(uint64 seen);
 extern void aw_set_am_worker(void);
 extern bool aw_webhooks_changed_here(void);
 extern void aw_after_commit_prepared(void);

@@ -290,8 +290,9 @@ aw_int4_array(const int32 *values, int n)
 /* the call's rows, in one statement (0.2.0) */
 static void
 aw_end_call(const char *call_id, Oid source, AwMatch *matches, int nmatch, AwVariant *variants,
-			Interval *first_delay)
+			Interval *first_delay, uint64 webhooks_seen)
 {
+	bool		held = false;
 	Datum		args[10];
 	char	   *bodies[2];
 	int32		bytes[2];
@@ -337,14 +338,21 @@ aw_end_call(const char *call_id, Oid source, AwMatch *matches, int nmatch, AwVar
 
 	/*
 	 * Wake the worker at commit, only for what it may send: deliveries of a
-	 * webhook the extension disabled are held, and enabling it wakes it.
+	 * webhook the extension disabled are held, and enabling it wakes it --
+	 * or this commit does, when the webhooks changed since they were read.
 	 */
 	for (int i = 0; i < nmatch; i++)
-		if (matches[i].enabled && variants[matches[i].include_recording].error == NULL)
+		if (variants[matches[i].include_recording].error == NULL)
 		{
-			aw_wake_worker_for(GetCurrentTransactionStartTimestamp() + first_delay->time);
-			break;
+			if (matches[i].enabled)
+			{
+				aw_wake_worker_for(GetCurrentTransactionStartTimestamp() + first_delay->time);
+				return;
+			}
+			held = true;
 		}
+	if (held)
+		aw_wake_if_webhooks_change(webhooks_seen);
 }
 
 /* 0.1.0's schema: the mark, then one insert per delivery, body included */
@@ -473,9 +481,12 @@ aloro_webhook_call_ended(PG_FUNCTION_ARGS)
 	{
 		AwMatch    *matches;
 		int			nmatch;
+		uint64		webhooks_seen;
 
 		if (SPI_connect() != SPI_OK_CONNECT)
 			elog(ERROR, "SPI_connect failed");
+		/* read before the webhooks are: a change after it wakes the worker (wakeup.c) */
+		webhooks_seen = aw_shmem_attached() ? aw_webhooks_version() : 0;
 		nmatch = aw_matching_webhooks(assistant_id, campaign_id, strcmp(status, "completed") == 0,
 									  &matches);
 		if (aw_schema_is_legacy())
@@ -496,7 +507,7 @@ aloro_webhook_call_ended(PG_FUNCTION_ARGS)
 					variants[v].error = aw_payload_too_large(strlen(variants[v].body));
 			}
 			nmatch = aw_apply_filters(matches, nmatch, variants);
-			aw_end_call(call_id, source, matches, nmatch, variants, &first_delay);
+			aw_end_call(call_id, source, matches, nmatch, variants, &first_delay, webhooks_seen);
 		}
 		SPI_finish();
 	}

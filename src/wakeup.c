@@ -30,6 +30,11 @@ static bool aw_wake_pending = false;
 static TimestampTz aw_due_min = DT_NOEND;
 /* did this transaction change webhooks?  (webhook_cache.c) */
 static bool aw_webhooks_changed_in_xact = false;
+/*
+ * the webhooks' version (shmem.c) before this transaction first queued
+ * deliveries held for a disabled webhook, without waking the worker; 0: none
+ */
+static uint64 aw_held_seen = 0;
 /* is this process a delivery worker?  (its own queue changes publish nothing) */
 static bool aw_am_worker = false;
 
@@ -98,6 +103,20 @@ aw_wake_worker_for(TimestampTz due)
 		aw_due_min = due;
 }
 
+/*
+ * This transaction queued deliveries only for webhooks that were disabled
+ * when it looked (as of webhooks version seen), so it wakes no one -- unless
+ * the webhooks change before it commits: one of them may have been enabled
+ * again meanwhile, and that commit's wake-up came before these rows were
+ * visible.
+ */
+void
+aw_wake_if_webhooks_change(uint64 seen)
+{
+	if (aw_held_seen == 0)
+		aw_held_seen = seen;
+}
+
 PG_FUNCTION_INFO_V1(aloro_webhook_wake);
 
 /*
@@ -125,6 +144,9 @@ aw_xact_callback(XactEvent event, void *arg)
 			if (aw_webhooks_changed_in_xact)
 				aw_bump_webhooks_version();
 			aw_webhooks_changed_in_xact = false;
+			if (aw_held_seen != 0 && aw_shmem_attached() && aw_webhooks_version() != aw_held_seen)
+				aw_wake_worker_for(DT_NOBEGIN);
+			aw_held_seen = 0;
 			if (!aw_wake_pending || !aw_shmem_attached())
 				break;
 			aw_wake_pending = false;
@@ -135,12 +157,14 @@ aw_xact_callback(XactEvent event, void *arg)
 			break;
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PARALLEL_ABORT:
+			aw_held_seen = 0;
 			aw_wake_pending = false;
 			aw_due_min = DT_NOEND;
 			aw_webhooks_changed_in_xact = false;
 			break;
 		case XACT_EVENT_PREPARE:
 			/* COMMIT PREPARED tells the workers and the copies (utility.c) */
+			aw_held_seen = 0;
 			aw_wake_pending = false;
 			aw_due_min = DT_NOEND;
 			aw_webhooks_changed_in_xact = false;

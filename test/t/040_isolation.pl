@@ -188,6 +188,27 @@ ok(wait_for_worker($node, 30), 'the delivery worker runs');
 	is($node->safe_psql('postgres',
 			"SELECT count(*) FROM aloro_webhook.deliveries WHERE call_id = 'call_wake_rolled_back'"),
 		'0', 'wake-up: the rolled-back call left no delivery');
+
+	# Held: a call ends, in an open transaction, for a webhook the extension
+	# disabled (its delivery is held: that commit wakes no one); meanwhile
+	# the webhook is enabled again, and that commit's wake-up comes before the
+	# call's row is visible.  The call's commit must then wake the worker.
+	my $held = add_webhook($node, "$rcv->{url}/ok?case=held_race", tag => 'asst_held_race');
+	$node->safe_psql('postgres',
+		"UPDATE aloro_webhook.webhooks SET enabled = false, disabled_reason = 'test: held', disabled_at = now()
+		  WHERE id = $held");
+	my $bg2 = $node->background_psql('postgres');
+	$bg2->query_safe('BEGIN');
+	$bg2->query_safe(q{INSERT INTO aloro_webhook.calls (id, status, assistant_id)
+	                   VALUES ('call_held_race', 'completed', 'asst_held_race')});
+	$node->safe_psql('postgres',
+		"UPDATE aloro_webhook.webhooks SET enabled = true, disabled_reason = NULL, disabled_at = NULL WHERE id = $held");
+	ok(worker_waits($node), 'held: the worker looked after the webhook was enabled, and waits again');
+	$bg2->query_safe('COMMIT');
+	$bg2->quit;
+	ok(wait_for_requests($rcv, sub { grep { $_->{body} =~ /"call_held_race"/ } @_ }, 10,
+			'the held call to arrive'),
+		'held: a call queued for a disabled webhook that was enabled before it committed is sent at its commit');
 }
 
 stop_receiver($rcv);
