@@ -194,36 +194,29 @@ Datum
 aloro_webhook_wake_at_commit(PG_FUNCTION_ARGS)
 {
 	TriggerData *td = (TriggerData *) fcinfo->context;
+	int			attnum;
 
 	if (!CALLED_AS_TRIGGER(fcinfo))
 		ereport(ERROR,
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
 				 errmsg("aloro_webhook._wake_at_commit() must be called as a trigger")));
-	if (td->tg_newtable == NULL)
+	/* a statement that changed no row wakes the worker too (0.2.0's install does that) */
+	aw_wake_worker_at_commit();
+	attnum = td->tg_newtable ? SPI_fnumber(RelationGetDescr(td->tg_relation), "due_at") : 0;
+	if (attnum <= 0)
 		aw_wake_worker_for(DT_NOBEGIN);
 	else
 	{
 		TupleDesc	desc = RelationGetDescr(td->tg_relation);
-		int			attnum = SPI_fnumber(desc, "due_at");
 		Tuplestorestate *rows = td->tg_newtable;
-		TupleTableSlot *slot;
-		int			ptr;
-
-		aw_wake_worker_at_commit();
-		if (aw_am_worker)
-			return PointerGetDatum(NULL);	/* the worker's own rows are behind no cursor */
-		if (attnum <= 0)
-		{
-			aw_wake_worker_for(DT_NOBEGIN);
-			return PointerGetDatum(NULL);
-		}
-		slot = MakeSingleTupleTableSlot(desc, &TTSOpsMinimalTuple);
+		TupleTableSlot *slot = MakeSingleTupleTableSlot(desc, &TTSOpsMinimalTuple);
 		/*
 		 * A read pointer of our own, so as not to move another reader's; it
 		 * starts where pointer 0 is, at the first row: no one else reads
 		 * this trigger's transition table.
 		 */
-		ptr = tuplestore_alloc_read_pointer(rows, 0);
+		int			ptr = tuplestore_alloc_read_pointer(rows, 0);
+
 		tuplestore_select_read_pointer(rows, ptr);
 		while (tuplestore_gettupleslot(rows, true, false, slot))
 		{

@@ -59,8 +59,8 @@ static SPIPlanPtr aw_match_plan = NULL;
  * ... UPDATE the table has no disabled_reason yet: then the enabled ones.
  */
 #define AW_HOOKS_SQL(filter, cond) \
-	"SELECT w.id, w.include_recording, w.assistant_id, w.campaign_id, w.completed_only, " filter \
-	"       , w.enabled " \
+	"SELECT w.id, w.include_recording, w.assistant_id, w.campaign_id, w.completed_only, " \
+	"       " filter ", w.enabled " \
 	"  FROM aloro_webhook.webhooks w WHERE " cond " "
 #define AW_HOOKS_CURRENT AW_HOOKS_SQL("w.filter", "(w.enabled OR w.disabled_reason IS NOT NULL)")
 #define AW_HOOKS_010 AW_HOOKS_SQL("NULL::pg_catalog.jsonpath", "w.enabled")

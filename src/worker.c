@@ -83,6 +83,13 @@ aw_current_policy(char *buf, size_t len)
 			 aw_ca_file ? aw_ca_file : "", aw_proxy ? aw_proxy : "");
 }
 
+/* milliseconds from now until t, rounded up; 0 when t has come */
+static long
+aw_ms_until(TimestampTz t, TimestampTz now)
+{
+	return t <= now ? 0 : (long) ((t - now + 999) / 1000);
+}
+
 /* how long to sleep: until libcurl, the next due delivery, a retry or the idle check */
 static long
 aw_clock_sleep_ms(const AwClock *clock, TimestampTz now, bool work_waiting)
@@ -93,27 +100,12 @@ aw_clock_sleep_ms(const AwClock *clock, TimestampTz now, bool work_waiting)
 	if (curl_ms >= 0)
 		timeout = Min(timeout, curl_ms);
 	if (clock->retry_at > now)
-		timeout = Min(timeout, (long) ((clock->retry_at - now + 999) / 1000));
+		timeout = Min(timeout, aw_ms_until(clock->retry_at, now));
 	else if (work_waiting)
 		timeout = 0;
 	if (clock->have_due)
-		timeout = Min(timeout, clock->due <= now ? 0 : (long) ((clock->due - now + 999) / 1000));
+		timeout = Min(timeout, aw_ms_until(clock->due, now));
 	return Max(timeout, 0);
-}
-
-/* how long to sleep: the clock's answer, or less when upkeep comes first */
-static long
-aw_sleep_ms(TimestampTz now, bool work_waiting)
-{
-	long		timeout = aw_clock_sleep_ms(&W.clock, now, work_waiting);
-
-	if (OidIsValid(W.extension_oid))
-	{
-		TimestampTz next = aw_upkeep_next(&W.upkeep);
-
-		timeout = Min(timeout, next <= now ? 0 : (long) ((next - now + 999) / 1000));
-	}
-	return timeout;
 }
 
 /*
@@ -130,6 +122,25 @@ aw_record_ready(TimestampTz now)
 		return false;
 	return W.nfinished >= aw_http_in_flight() || W.nfinished >= aw_batch_size ||
 		TimestampDifferenceExceeds(W.finished_since, now, AW_GATHER_MS);
+}
+
+/*
+ * how long to sleep: the clock's answer, or less when the attempts that came
+ * back have waited long enough, or upkeep comes first
+ */
+static long
+aw_sleep_ms(TimestampTz now)
+{
+	bool		record_ready = aw_record_ready(now);
+	bool		work_waiting = record_ready ||
+		(aw_http_results_waiting() && W.nfinished < AW_MAX_FINISHED);
+	long		timeout = aw_clock_sleep_ms(&W.clock, now, work_waiting);
+
+	if (W.nfinished > 0 && !record_ready)
+		timeout = Min(timeout, aw_ms_until(W.finished_since + AW_GATHER_MS * 1000, now));
+	if (OidIsValid(W.extension_oid))
+		timeout = Min(timeout, aw_ms_until(aw_upkeep_next(&W.upkeep), now));
+	return timeout;
 }
 
 /* is a turn due now? */
@@ -301,14 +312,8 @@ aw_worker_main(Datum main_arg)
 		int			nevents;
 		bool		woken = false;
 		TimestampTz now = GetCurrentTimestamp();
-		bool		record_ready = aw_record_ready(now);
-		bool		work_waiting = record_ready ||
-			(aw_http_results_waiting() && W.nfinished < AW_MAX_FINISHED);
-		long		sleep_ms = aw_sleep_ms(now, work_waiting);
 
-		if (W.nfinished > 0 && !record_ready)
-			sleep_ms = Min(sleep_ms, AW_GATHER_MS);
-		nevents = WaitEventSetWait(wes, sleep_ms, events, lengthof(events), PG_WAIT_EXTENSION);
+		nevents = WaitEventSetWait(wes, aw_sleep_ms(now), events, lengthof(events), PG_WAIT_EXTENSION);
 		for (int i = 0; i < nevents; i++)
 			if (events[i].events & WL_LATCH_SET)
 			{
