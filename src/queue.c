@@ -43,6 +43,7 @@ static SPIPlanPtr aw_plan_claim = NULL;
 static SPIPlanPtr aw_plan_claim_read = NULL;
 static SPIPlanPtr aw_plan_next_due = NULL;
 static SPIPlanPtr aw_plan_release = NULL;
+static SPIPlanPtr aw_plan_any_stale = NULL;
 static SPIPlanPtr aw_plan_orphans = NULL;
 static SPIPlanPtr aw_plan_fail_orphans = NULL;
 
@@ -81,7 +82,7 @@ void
 aw_queue_forget_plans(void)
 {
 	SPIPlanPtr *plans[] = {&aw_plan_candidates, &aw_plan_claim, &aw_plan_claim_read, &aw_plan_next_due,
-		&aw_plan_release, &aw_plan_orphans,
+		&aw_plan_release, &aw_plan_any_stale, &aw_plan_orphans,
 	&aw_plan_fail_orphans};
 
 	for (size_t i = 0; i < lengthof(plans); i++)
@@ -99,6 +100,12 @@ aw_queue_forget_plans(void)
  *		is not in live[]) due again at once, through _release_claims() in
  *		the install script, which also records the cut-off attempt.  Returns
  *		how many.
+ *
+ *		It looks first, and calls _release_claims() only when there is a claim
+ *		to release: that function writes the history, so merely running it
+ *		waits for a lock on delivery_attempts even when it writes nothing, and
+ *		a worker that attaches while someone holds that lock would fail every
+ *		turn, sending nothing, until the lock goes.
  */
 uint64
 aw_queue_release_claims(const int64 *live, int nlive)
@@ -106,9 +113,18 @@ aw_queue_release_claims(const int64 *live, int nlive)
 	Datum		args[1];
 	bool		isnull;
 
-	aw_prepare_once(&aw_plan_release, "SELECT aloro_webhook._release_claims($1)",
+	aw_prepare_once(&aw_plan_any_stale,
+					"SELECT EXISTS (SELECT FROM aloro_webhook.queue q"
+					" WHERE q.claimed_by IS NOT NULL AND q.claimed_by <> ALL ($1))",
 					1, (Oid[]) {INT8ARRAYOID});
 	args[0] = aw_int8_array(live, nlive);
+	if (SPI_execute_plan(aw_plan_any_stale, args, NULL, false, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "could not look for claimed deliveries");
+	if (!DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)))
+		return 0;
+
+	aw_prepare_once(&aw_plan_release, "SELECT aloro_webhook._release_claims($1)",
+					1, (Oid[]) {INT8ARRAYOID});
 	if (SPI_execute_plan(aw_plan_release, args, NULL, false, 1) != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "could not release claimed deliveries");
 	return (uint64) DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));

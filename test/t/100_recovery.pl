@@ -64,6 +64,37 @@ ok($pid, 'the delivery worker runs');
 }
 
 # ---------------------------------------------------------------------------
+# 1b. A worker that starts while the history table is locked still sends
+#     (at start it releases claims of workers gone; with none to release it
+#     must not wait on the history's lock, or every turn fails on it)
+# ---------------------------------------------------------------------------
+{
+	add_webhook($node, "$rcv->{url}/ok?case=locked-start", tag => 'asst_locked_start');
+	my $locker = $node->background_psql('postgres');
+	$locker->query_safe('BEGIN');
+	$locker->query_safe('LOCK TABLE aloro_webhook.delivery_attempts IN SHARE MODE');
+	$node->safe_psql('postgres', "SELECT pg_terminate_backend($pid)");
+	my $new = wait_for_worker($node, 30, $pid);
+	ok($new, 'locked start: a new worker starts while the history is locked');
+
+	my @ids = end_calls($node, 'call_locked_start', 5, tag => 'asst_locked_start');
+	is(scalar(@ids), 5, 'locked start: five deliveries queued');
+	my $in = join(',', @ids);
+	ok(wait_until(sub { scalar(grep { $_->{path} =~ /case=locked-start/ } receiver_log($rcv)) >= 5 }, 15,
+			'requests from the new worker while the history is locked'),
+		'locked start: the new worker sends while the history table is locked');
+	$locker->query_safe('COMMIT');
+	$locker->quit;
+	ok(poll_until($node,
+			"SELECT bool_and(status = 'succeeded' AND claimed_at IS NULL AND attempts = 1)
+			   FROM aloro_webhook.deliveries WHERE id IN ($in)", 't', 30),
+		'locked start: every delivery ends succeeded after one attempt');
+	is(scalar(grep { $_->{path} =~ /case=locked-start/ } receiver_log($rcv)), 5,
+		'locked start: each delivery was sent once');
+	$pid = worker_pid($node);
+}
+
+# ---------------------------------------------------------------------------
 # 2. A cancel of the worker's statement is a failed turn, not a restart
 # ---------------------------------------------------------------------------
 {
