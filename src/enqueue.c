@@ -53,8 +53,10 @@
 #include "webhook_cache.h"
 
 static SPIPlanPtr aw_end_plan = NULL;
-static SPIPlanPtr aw_legacy_ended_plan = NULL;
+static SPIPlanPtr aw_ended_plan = NULL;
 static SPIPlanPtr aw_legacy_plan = NULL;
+
+static bool aw_mark_ended(const char *call_id, Oid source);
 
 /* one body variant of a call: built once, stored once */
 typedef struct AwVariant
@@ -355,27 +357,39 @@ aw_end_call(const char *call_id, Oid source, AwMatch *matches, int nmatch, AwVar
 		aw_wake_if_webhooks_change(webhooks_seen);
 }
 
+/*
+ * Marks the call ended, alone: for 0.1.0's schema, and for a call no
+ * webhook wants, which needs none of the one statement's other parts.
+ * Returns false when it had ended before.
+ */
+static bool
+aw_mark_ended(const char *call_id, Oid source)
+{
+	Datum		args[2];
+
+	if (aw_ended_plan == NULL)
+	{
+		Oid			types[2] = {TEXTOID, OIDOID};
+
+		aw_ended_plan = aw_prepare("INSERT INTO aloro_webhook.ended_calls (call_id, source) "
+								   "VALUES ($1, $2) ON CONFLICT (call_id) DO NOTHING",
+								   2, types);
+	}
+	args[0] = CStringGetTextDatum(call_id);
+	args[1] = ObjectIdGetDatum(source);
+	if (SPI_execute_plan(aw_ended_plan, args, NULL, false, 0) != SPI_OK_INSERT)
+		elog(ERROR, "could not record that call \"%s\" ended", call_id);
+	return SPI_processed > 0;
+}
+
 /* 0.1.0's schema: the mark, then one insert per delivery, body included */
 static void
 aw_end_call_legacy(AwRow *row, const char *call_id, Oid source, AwMatch *matches, int nmatch,
 				   Interval *first_delay)
 {
-	Datum		args[2];
 	char	   *bodies[2] = {NULL, NULL};
 
-	if (aw_legacy_ended_plan == NULL)
-	{
-		Oid			types[2] = {TEXTOID, OIDOID};
-
-		aw_legacy_ended_plan = aw_prepare("INSERT INTO aloro_webhook.ended_calls (call_id, source) "
-										  "VALUES ($1, $2) ON CONFLICT (call_id) DO NOTHING",
-										  2, types);
-	}
-	args[0] = CStringGetTextDatum(call_id);
-	args[1] = ObjectIdGetDatum(source);
-	if (SPI_execute_plan(aw_legacy_ended_plan, args, NULL, false, 0) != SPI_OK_INSERT)
-		elog(ERROR, "could not record that call \"%s\" ended", call_id);
-	if (SPI_processed == 0)
+	if (!aw_mark_ended(call_id, source))
 		return;					/* it ended before */
 	for (int i = 0; i < nmatch; i++)
 	{
@@ -507,7 +521,10 @@ aloro_webhook_call_ended(PG_FUNCTION_ARGS)
 					variants[v].error = aw_payload_too_large(strlen(variants[v].body));
 			}
 			nmatch = aw_apply_filters(matches, nmatch, variants);
-			aw_end_call(call_id, source, matches, nmatch, variants, &first_delay, webhooks_seen);
+			if (nmatch == 0)
+				(void) aw_mark_ended(call_id, source);
+			else
+				aw_end_call(call_id, source, matches, nmatch, variants, &first_delay, webhooks_seen);
 		}
 		SPI_finish();
 	}

@@ -106,12 +106,7 @@ declare -A R   # the results
 # a 1.8 kB body: the call's transcript and variables make it up
 sqlf "CREATE EXTENSION aloro_webhook;
 $([ -n "${BENCH_STATEMENTS:-}" ] && echo "CREATE EXTENSION pg_stat_statements;")
-CREATE TABLE bench_template AS
-SELECT jsonb_build_object('summary', repeat('The customer asked about order status. ', 4)) AS variables,
-       (SELECT jsonb_agg(jsonb_build_object('speaker', CASE WHEN g % 2 = 0 THEN 'ai' ELSE 'customer' END,
-                                            'text', 'Sentence number ' || g || ' of the conversation, about the order.',
-                                            'start', g * 3.5))
-          FROM generate_series(1, 8) g) AS transcript;
+$(cat "$aw_root/test/bench/template.sql")
 CREATE SEQUENCE bench_seq;
 CREATE TABLE bench_plain (LIKE aloro_webhook.calls INCLUDING ALL);"
 end_calls_sql() {  # N PREFIX ASSISTANT

@@ -186,6 +186,29 @@ SELECT count(*) AS queued_for_disabled
  WHERE d.call_id LIKE 'e\_%' AND w.name IN ('payload_all', 'payload_norec', 'e_late');
 
 ------------------------------------------------------------------------------
+-- A call no webhook wants is still marked ended, and nothing else is
+-- written for it: it ended once, whatever its row does later.  Likewise a
+-- call whose only webhook's filter refuses the body: no body is kept.
+------------------------------------------------------------------------------
+CREATE TEMP TABLE enabled_before AS SELECT id FROM aloro_webhook.webhooks WHERE enabled;
+UPDATE aloro_webhook.webhooks SET enabled = false WHERE id IN (SELECT id FROM enabled_before);
+SELECT aloro_webhook.create_webhook('https://receiver.example/e_refuse', name => 'e_refuse',
+		assistant_id => 'asst_refuse') IS NOT NULL AS e_refuse;
+UPDATE aloro_webhook.webhooks SET filter = '$.status == "no-such-status"' WHERE name = 'e_refuse';
+INSERT INTO aloro_webhook.calls (id, status) VALUES ('e_nomatch', 'completed');
+INSERT INTO aloro_webhook.calls (id, status, assistant_id) VALUES ('e_refused', 'completed', 'asst_refuse');
+SELECT e.call_id, count(p.id) AS bodies, count(d.id) AS queued
+  FROM aloro_webhook.ended_calls e
+  LEFT JOIN aloro_webhook.payloads p ON p.call_id = e.call_id
+  LEFT JOIN aloro_webhook.deliveries d ON d.call_id = e.call_id
+ WHERE e.call_id IN ('e_nomatch', 'e_refused') GROUP BY 1 ORDER BY 1;
+UPDATE aloro_webhook.webhooks SET enabled = true WHERE id IN (SELECT id FROM enabled_before);
+UPDATE aloro_webhook.webhooks SET enabled = false WHERE name = 'e_refuse';
+UPDATE aloro_webhook.calls SET status = 'in-progress' WHERE id = 'e_nomatch';
+UPDATE aloro_webhook.calls SET status = 'completed' WHERE id = 'e_nomatch';
+SELECT count(*) AS nomatch_queued_later FROM aloro_webhook.deliveries WHERE call_id = 'e_nomatch';
+
+------------------------------------------------------------------------------
 -- One delivery per (webhook, call, event), and the database keeps it so.
 ------------------------------------------------------------------------------
 SELECT count(*) AS duplicates
