@@ -13,6 +13,25 @@ use FindBin;
 use lib $FindBin::RealBin;
 use AloroTest;
 
+# lock_in_share_mode($node, $table): a session that holds a SHARE lock on
+# $table in an open transaction (writes to it wait); unlock($locker) commits
+# and ends that session.
+sub lock_in_share_mode
+{
+	my ($node, $table) = @_;
+	my $locker = $node->background_psql('postgres');
+	$locker->query_safe('BEGIN');
+	$locker->query_safe("LOCK TABLE $table IN SHARE MODE");
+	return $locker;
+}
+
+sub unlock
+{
+	my ($locker) = @_;
+	$locker->query_safe('COMMIT');
+	$locker->quit;
+}
+
 my $node = aw_node('recovery');
 my $rcv = start_receiver(name => 'recovery');
 my $pid = wait_for_worker($node, 30);
@@ -26,9 +45,7 @@ ok($pid, 'the delivery worker runs');
 
 	# hold a lock that blocks writing attempts (the worker waits 1 s at most per turn);
 	# no turn commits meanwhile, so no new claims either: stay under the 32 slots
-	my $locker = $node->background_psql('postgres');
-	$locker->query_safe('BEGIN');
-	$locker->query_safe('LOCK TABLE aloro_webhook.delivery_attempts IN SHARE MODE');
+	my $locker = lock_in_share_mode($node, 'aloro_webhook.delivery_attempts');
 
 	my @ids = end_calls($node, 'call_locked', 20, tag => 'asst_locked');
 	is(scalar(@ids), 20, 'locked: twenty deliveries queued (fewer than the per-webhook slots)');
@@ -49,8 +66,7 @@ ok($pid, 'the delivery worker runs');
 		'0', 'locked: nothing recorded while the lock is held');
 
 	# let it go: the same worker records every attempt, once
-	$locker->query_safe('COMMIT');
-	$locker->quit;
+	unlock($locker);
 	ok(poll_until($node,
 			"SELECT bool_and(status = 'succeeded' AND claimed_at IS NULL AND attempts = 1)
 			   FROM aloro_webhook.deliveries WHERE id IN ($in)", 't', 30),
@@ -70,9 +86,7 @@ ok($pid, 'the delivery worker runs');
 # ---------------------------------------------------------------------------
 {
 	add_webhook($node, "$rcv->{url}/ok?case=locked-start", tag => 'asst_locked_start');
-	my $locker = $node->background_psql('postgres');
-	$locker->query_safe('BEGIN');
-	$locker->query_safe('LOCK TABLE aloro_webhook.delivery_attempts IN SHARE MODE');
+	my $locker = lock_in_share_mode($node, 'aloro_webhook.delivery_attempts');
 	$node->safe_psql('postgres', "SELECT pg_terminate_backend($pid)");
 	my $new = wait_for_worker($node, 30, $pid);
 	ok($new, 'locked start: a new worker starts while the history is locked');
@@ -83,8 +97,7 @@ ok($pid, 'the delivery worker runs');
 	ok(wait_until(sub { scalar(grep { $_->{path} =~ /case=locked-start/ } receiver_log($rcv)) >= 5 }, 15,
 			'requests from the new worker while the history is locked'),
 		'locked start: the new worker sends while the history table is locked');
-	$locker->query_safe('COMMIT');
-	$locker->quit;
+	unlock($locker);
 	ok(poll_until($node,
 			"SELECT bool_and(status = 'succeeded' AND claimed_at IS NULL AND attempts = 1)
 			   FROM aloro_webhook.deliveries WHERE id IN ($in)", 't', 30),
@@ -99,9 +112,7 @@ ok($pid, 'the delivery worker runs');
 # ---------------------------------------------------------------------------
 {
 	add_webhook($node, "$rcv->{url}/ok?case=cancel", tag => 'asst_cancel');
-	my $locker = $node->background_psql('postgres');
-	$locker->query_safe('BEGIN');
-	$locker->query_safe('LOCK TABLE aloro_webhook.delivery_attempts IN SHARE MODE');
+	my $locker = lock_in_share_mode($node, 'aloro_webhook.delivery_attempts');
 	my @ids = end_calls($node, 'call_cancel', 5, tag => 'asst_cancel');
 	my $in = join(',', @ids);
 	ok(wait_until(sub { scalar(grep { $_->{path} =~ /case=cancel/ } receiver_log($rcv)) >= 5 }, 10),
@@ -109,8 +120,7 @@ ok($pid, 'the delivery worker runs');
 	# cancel whatever the worker is waiting on (bounded: it waits 1 s at most per turn)
 	$node->safe_psql('postgres',
 		"SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE backend_type = 'aloro_webhook worker'");
-	$locker->query_safe('COMMIT');
-	$locker->quit;
+	unlock($locker);
 	ok(poll_until($node,
 			"SELECT bool_and(status = 'succeeded' AND claimed_at IS NULL)
 			   FROM aloro_webhook.deliveries WHERE id IN ($in)", 't', 30),
@@ -134,17 +144,14 @@ ok($pid, 'the delivery worker runs');
 	my $in = join(',', @ids);
 	my $before = () = slurp_file($node->logfile) =~ /lock timeout/g;
 
-	my $locker = $node->background_psql('postgres');
-	$locker->query_safe('BEGIN');
-	$locker->query_safe('LOCK TABLE aloro_webhook.deliveries IN SHARE MODE');
+	my $locker = lock_in_share_mode($node, 'aloro_webhook.deliveries');
 	ok(wait_until(sub { my $n = () = slurp_file($node->logfile) =~ /lock timeout/g; $n >= $before + 2 }, 30,
 			'two turns to fail on the locked queue'),
 		'queue locked: turns fail on the lock once the deliveries are due');
 	is($node->safe_psql('postgres',
 			"SELECT count(*) FROM aloro_webhook.deliveries WHERE id IN ($in) AND attempts > 0"),
 		'0', 'queue locked: nothing claimed while the lock is held');
-	$locker->query_safe('COMMIT');
-	$locker->quit;
+	unlock($locker);
 	ok(poll_until($node,
 			"SELECT bool_and(status = 'succeeded') FROM aloro_webhook.deliveries WHERE id IN ($in)",
 			't', 30),
