@@ -86,7 +86,10 @@ CREATE OR REPLACE TRIGGER aloro_webhook_check
 	EXECUTE FUNCTION aloro_webhook._check_webhook();
 
 -- Each backend keeps a copy of the webhooks that calls match
--- (src/webhook_cache.c); a commit that changed them makes every copy stale.
+-- (src/webhook_cache.c); a commit that changed them makes every copy stale,
+-- and wakes the worker: deliveries of a disabled webhook are held, not
+-- dropped (the worker does not claim them), and enabling it again makes
+-- them due.
 CREATE OR REPLACE FUNCTION aloro_webhook._webhooks_changed()
 RETURNS trigger LANGUAGE C
 AS 'MODULE_PATHNAME', 'aloro_webhook_webhooks_changed';

@@ -115,18 +115,6 @@ CREATE OR REPLACE FUNCTION aloro_webhook._wake(due timestamptz)
 RETURNS boolean LANGUAGE C VOLATILE
 AS 'MODULE_PATHNAME', 'aloro_webhook_wake';
 
--- Statement trigger: wake the worker when the transaction commits.
-CREATE OR REPLACE FUNCTION aloro_webhook._wake_at_commit()
-RETURNS trigger LANGUAGE C
-AS 'MODULE_PATHNAME', 'aloro_webhook_wake_at_commit';
-
--- Deliveries of a disabled webhook are held, not dropped: the worker does
--- not claim them.  Enabling it again wakes the worker, and they are due.
-CREATE OR REPLACE TRIGGER aloro_webhook_wake
-	AFTER UPDATE OF enabled ON aloro_webhook.webhooks
-	FOR EACH STATEMENT
-	EXECUTE FUNCTION aloro_webhook._wake_at_commit();
-
 ------------------------------------------------------------------------------
 -- The deliveries view: the history as users query it, with the columns
 -- 0.1.0's table had

@@ -268,23 +268,18 @@ aw_interval_seconds(const Interval *iv)
 }
 
 /*
- * A column as a double; false when NULL, missing, empty text or NaN/infinite.
- * numeric and money go through their exact decimal form; an interval counts
- * its seconds; text must hold a number, or reading it fails.
+ * A value as a double; false when empty text or NaN/infinite.  numeric and
+ * money go through their exact decimal form; an interval counts its
+ * seconds; text must hold a number, or reading it fails.
  */
-bool
-aw_row_double(AwRow *row, const char *name, double *result)
+static bool
+aw_value_double(Datum value, Oid type, void *out)
 {
-	Datum		value;
-	Oid			type;
-	Oid			base;
+	double	   *result = (double *) out;
+	Oid			base = aw_is_number_type(type) ? type : getBaseType(type);
 	char	   *text;
 	char	   *end;
 
-	if (!aw_row_get(row, name, &value, &type))
-		return false;
-	base = aw_is_number_type(type) ? type : getBaseType(type);
-	aw_reading = name;
 	switch (base)
 	{
 		case INT2OID:
@@ -315,10 +310,7 @@ aw_row_double(AwRow *row, const char *name, double *result)
 		default:
 			text = aw_trimmed_text(value, type);
 			if (text == NULL)
-			{
-				aw_reading = NULL;
 				return false;
-			}
 			*result = strtod(text, &end);
 			if (end == text || *end != '\0')
 				ereport(ERROR,
@@ -326,7 +318,6 @@ aw_row_double(AwRow *row, const char *name, double *result)
 						 errmsg("\"%s\" is not a number", text)));
 			break;
 	}
-	aw_reading = NULL;
 	return !isnan(*result) && !isinf(*result);
 }
 
@@ -402,23 +393,18 @@ aw_unix_time(double seconds)
 }
 
 /*
- * A column as a finite timestamptz; false when NULL, missing, empty text or
- * infinite.  timestamp and date are UTC; numbers are Unix seconds; text is
- * parsed (aw_parse_text_time), and text that holds no time fails reading.
+ * A value as a finite timestamptz; false when empty text or infinite.
+ * timestamp and date are UTC; numbers are Unix seconds; text is parsed
+ * (aw_parse_text_time), and text that holds no time fails reading.
  */
-bool
-aw_row_time(AwRow *row, const char *name, TimestampTz *result)
+static bool
+aw_value_time(Datum value, Oid type, void *out)
 {
-	Datum		value;
-	Oid			type;
-	Oid			base;
+	TimestampTz *result = (TimestampTz *) out;
+	Oid			base = (type == TIMESTAMPTZOID || type == TIMESTAMPOID) ? type : getBaseType(type);
 	double		seconds;
 	char	   *text;
 
-	if (!aw_row_get(row, name, &value, &type))
-		return false;
-	base = (type == TIMESTAMPTZOID || type == TIMESTAMPOID) ? type : getBaseType(type);
-	aw_reading = name;
 	switch (base)
 	{
 		case TIMESTAMPTZOID:
@@ -440,10 +426,8 @@ aw_row_time(AwRow *row, const char *name, TimestampTz *result)
 		case NUMERICOID:
 		case FLOAT4OID:
 		case FLOAT8OID:
-			aw_reading = NULL;
-			if (!aw_row_double(row, name, &seconds))
+			if (!aw_value_double(value, type, &seconds))
 				return false;
-			aw_reading = name;
 			*result = aw_unix_time(seconds);
 			break;
 		default:
@@ -452,34 +436,73 @@ aw_row_time(AwRow *row, const char *name, TimestampTz *result)
 				*result = DT_NOBEGIN;
 			break;
 	}
-	aw_reading = NULL;
 	return !TIMESTAMP_NOT_FINITE(*result);
 }
 
 /*
- * A jsonb, json or text column as jsonb, or NULL (also for empty text).  A
- * value jsonb cannot hold (a \u0000 in a json string, say) fails reading.
+ * A jsonb, json or text value as jsonb; false for empty text.  A value
+ * jsonb cannot hold (a \u0000 in a json string, say) fails reading.
  */
-Jsonb *
-aw_row_jsonb(AwRow *row, const char *name)
+static bool
+aw_value_jsonb(Datum value, Oid type, void *out)
+{
+	Jsonb	  **result = (Jsonb **) out;
+	Oid			base = (type == JSONBOID) ? type : getBaseType(type);
+	char	   *text;
+
+	if (base == JSONBOID)
+	{
+		*result = DatumGetJsonbP(value);
+		return true;
+	}
+	text = (base == JSONOID) ? aw_output(value, type) : aw_trimmed_text(value, type);
+	if (text == NULL)
+		return false;
+	*result = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(text)));
+	return true;
+}
+
+/*
+ * Reads a column through one of the converters above; false when it is
+ * missing or NULL, or the converter finds no value.  While the converter
+ * runs, aw_row_column_being_read() names the column, for the message of a
+ * value it cannot read.
+ */
+static bool
+aw_row_read(AwRow *row, const char *name,
+			bool (*convert) (Datum value, Oid type, void *out), void *out)
 {
 	Datum		value;
 	Oid			type;
-	Jsonb	   *result;
-	char	   *text;
+	bool		found;
 
 	if (!aw_row_get(row, name, &value, &type))
-		return NULL;
-	if (type == JSONBOID)
-		return DatumGetJsonbP(value);
+		return false;
 	aw_reading = name;
-	if (getBaseType(type) == JSONBOID)
-		result = DatumGetJsonbP(value);
-	else if ((text = (getBaseType(type) == JSONOID) ? aw_output(value, type) :
-			  aw_trimmed_text(value, type)) == NULL)
-		result = NULL;
-	else
-		result = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(text)));
+	found = convert(value, type, out);
 	aw_reading = NULL;
-	return result;
+	return found;
+}
+
+/* A column as a double (aw_value_double); false when there is none. */
+bool
+aw_row_double(AwRow *row, const char *name, double *result)
+{
+	return aw_row_read(row, name, aw_value_double, result);
+}
+
+/* A column as a finite timestamptz (aw_value_time); false when there is none. */
+bool
+aw_row_time(AwRow *row, const char *name, TimestampTz *result)
+{
+	return aw_row_read(row, name, aw_value_time, result);
+}
+
+/* A jsonb, json or text column as jsonb (aw_value_jsonb), or NULL. */
+Jsonb *
+aw_row_jsonb(AwRow *row, const char *name)
+{
+	Jsonb	   *result = NULL;
+
+	return aw_row_read(row, name, aw_value_jsonb, &result) ? result : NULL;
 }

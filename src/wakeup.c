@@ -47,7 +47,11 @@ aw_webhooks_changed_here(void)
 
 PG_FUNCTION_INFO_V1(aloro_webhook_webhooks_changed);
 
-/* Statement trigger on webhooks: every backend's copy is stale at commit. */
+/*
+ * Statement trigger on webhooks: at commit every backend's copy is stale, and
+ * the workers look again from the start (a webhook enabled again has held
+ * deliveries that are due now; 0.2.0 had a trigger of its own for that).
+ */
 Datum
 aloro_webhook_webhooks_changed(PG_FUNCTION_ARGS)
 {
@@ -56,6 +60,7 @@ aloro_webhook_webhooks_changed(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
 				 errmsg("aloro_webhook._webhooks_changed() must be called as a trigger")));
 	aw_webhooks_changed_in_xact = true;
+	aw_wake_worker_for(DT_NOBEGIN);
 	return PointerGetDatum(NULL);
 }
 
@@ -184,11 +189,12 @@ aw_install_xact_callback(void)
 PG_FUNCTION_INFO_V1(aloro_webhook_wake_at_commit);
 
 /*
- * Statement trigger: wake the worker at commit.  On webhooks (one enabled
- * again) it asks the workers to look from the start.  Up to 0.2.0 it was on
- * the queue too, with the rows the statement inserted or updated as its
- * transition table, and noted their earliest due time; a library serving a
- * 0.2.0 database still does.
+ * 0.2.0's statement trigger: wake the worker at commit.  On webhooks (one
+ * enabled again) it asks the workers to look from the start; on the queue,
+ * with the rows the statement inserted or updated as its transition table,
+ * it notes their earliest due time.  0.3.0 installs neither trigger (the
+ * webhooks' own, above, wakes the worker); a library serving a 0.2.0
+ * database still runs them.
  */
 Datum
 aloro_webhook_wake_at_commit(PG_FUNCTION_ARGS)

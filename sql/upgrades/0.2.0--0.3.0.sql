@@ -21,5 +21,9 @@
 
 DROP TRIGGER aloro_webhook_wake_insert ON aloro_webhook.queue;
 DROP TRIGGER aloro_webhook_wake_update ON aloro_webhook.queue;
+-- the webhooks' statement trigger that makes the copies stale now wakes the
+-- worker too: enabling a webhook needs no trigger of its own
+DROP TRIGGER aloro_webhook_wake ON aloro_webhook.webhooks;
+DROP FUNCTION aloro_webhook._wake_at_commit();
 
 -- @objects
