@@ -13,21 +13,9 @@
 # Run as root; it builds and installs the extension and starts a throwaway
 # cluster as the postgres user, as run.sh does.
 set -euo pipefail
-source "$(dirname "$0")/../../scripts/common.sh"
 N=${N:-20000}; ROUNDS=${ROUNDS:-3}
 work=/tmp/aloro_webhook_trigger_cost
-rm -rf "$work"
-aw_build_install "$work/src" >/dev/null
-chown -R postgres:postgres "$work"
-port=$(aw_free_port)
-aw_cluster "$work" "$port" "aloro_webhook.database_name = 'postgres'
-shared_buffers = 256MB
-max_wal_size = 4GB
-autovacuum = off
-log_min_messages = warning"
-trap 'aw_as_postgres "pg_ctl -D '"'$work/data'"' -m immediate stop" >/dev/null 2>&1 || true' EXIT
-psql_() { aw_as_postgres "psql -X -q -At -v ON_ERROR_STOP=1 -h '$work' -p $port -d postgres $*"; }
-sqlf() { printf '%s\n' "$1" > "$work/q.sql"; chown postgres "$work/q.sql"; psql_ "-f '$work/q.sql'"; }
+source "$(dirname "$0")/scratch_cluster.sh" "autovacuum = off"
 # the 1.8 kB body of run.sh (template.sql)
 sqlf "CREATE EXTENSION aloro_webhook;
 $(cat "$aw_root/test/bench/template.sql")
