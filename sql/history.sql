@@ -55,7 +55,7 @@ SELECT d.id, d.webhook_id, w.name AS webhook_name, w.url, d.call_id, d.event, d.
 	   d.status, d.attempts, d.last_http_status, d.last_error, d.created_at, d.finished_at,
 	   d.next_attempt_at,
 	   CASE WHEN d.status = 'succeeded' THEN d.finished_at - d.created_at END AS time_to_success
-  FROM aloro_webhook.delivery_log d
+  FROM aloro_webhook.deliveries d
   LEFT JOIN aloro_webhook.webhooks w ON w.id = d.webhook_id;
 
 -- One row per delivery, with its webhook and how long it took to succeed.
@@ -103,6 +103,7 @@ BEGIN
 		RETURN v_elsewhere;
 	END IF;
 	UPDATE aloro_webhook.payloads p SET body = NULL WHERE p.id = ANY (v_payloads);
+	UPDATE aloro_webhook.delivery_log d SET body = NULL WHERE d.id = ANY (v_ids) AND d.body IS NOT NULL;
 	UPDATE aloro_webhook.delivery_attempts a SET response_body = NULL
 	 WHERE a.delivery_id = ANY (v_ids) AND a.response_body IS NOT NULL;
 	-- waiting ones are failed now (one already in flight finishes as its receiver answers)

@@ -76,8 +76,8 @@ END;
 -- One row per webhook: is it sending, how far behind, how well.
 CREATE OR REPLACE VIEW aloro_webhook.webhook_health AS
 SELECT w.id AS webhook_id, w.name, w.url, w.enabled, w.disabled_reason, w.disabled_at,
-	   q.pending,
-	   now() - o.created_at AS oldest_pending_age,
+	   qp.pending + COALESCE(st.pending, 0) AS pending,
+	   now() - LEAST(o.created_at, st.oldest_at) AS oldest_pending_age,
 	   COALESCE(h.succeeded_1h, 0) AS succeeded_last_hour,
 	   COALESCE(h.failed_1h, 0) AS failed_last_hour,
 	   COALESCE(h.succeeded_1d, 0) AS succeeded_last_day,
@@ -90,8 +90,12 @@ SELECT w.id AS webhook_id, w.name, w.url, w.enabled, w.disabled_reason, w.disabl
 	   s.last_success_at
   FROM aloro_webhook.webhooks w
  CROSS JOIN LATERAL (SELECT count(*) AS pending, min(q.delivery_id) AS oldest
-					   FROM aloro_webhook.queue q WHERE q.webhook_id = w.id) q
-  LEFT JOIN aloro_webhook.delivery_log o ON o.id = q.oldest
+					   FROM aloro_webhook.queue q WHERE q.webhook_id = w.id) qp
+  LEFT JOIN aloro_webhook.delivery_log o ON o.id = qp.oldest
+  -- and those of the stream: not read yet, waiting for room, or in flight
+  LEFT JOIN (SELECT sp.webhook_id, count(*) AS pending, min(sp.created_at) AS oldest_at
+			   FROM aloro_webhook._stream_pending() sp GROUP BY sp.webhook_id) st
+		 ON st.webhook_id = w.id
   LEFT JOIN aloro_webhook.webhook_state s ON s.webhook_id = w.id
   LEFT JOIN LATERAL (
 	SELECT sum(st.succeeded) FILTER (WHERE st.minute > now() - interval '1 hour') AS succeeded_1h,
@@ -138,7 +142,7 @@ BEGIN
 	  FROM (SELECT d.id, d.created_at,
 				   (d.status = 'succeeded' AND d.finished_at < succeeded_before) OR
 				   (d.status = 'failed' AND d.finished_at < failed_before) AS prunable
-			  FROM aloro_webhook.delivery_log d
+			  FROM aloro_webhook.deliveries d
 			 WHERE d.id > after_id
 			 ORDER BY d.id
 			 LIMIT batch) s;
@@ -151,21 +155,26 @@ BEGIN
 	-- a delivery put back in line meanwhile (replay) has a queue row: kept
 	WITH gone AS (
 		DELETE FROM aloro_webhook.delivery_log d
-		 WHERE d.id = ANY (v_ids) AND d.status <> 'pending'
+		 WHERE d.id = ANY (v_ids)
 		   AND NOT EXISTS (SELECT 1 FROM aloro_webhook.queue q WHERE q.delivery_id = d.id)
+		   AND NOT EXISTS (SELECT 1 FROM aloro_webhook.delivery_state s
+							WHERE s.delivery_id = d.id AND s.status = 'pending')
 		RETURNING d.id, d.payload_id),
 	att AS (
 		DELETE FROM aloro_webhook.delivery_attempts a
-		 USING gone WHERE a.delivery_id = gone.id)
+		 USING gone WHERE a.delivery_id = gone.id),
+	st AS (
+		DELETE FROM aloro_webhook.delivery_state s
+		 USING gone WHERE s.delivery_id = gone.id)
 	SELECT array_agg(DISTINCT gone.payload_id) FILTER (WHERE gone.payload_id IS NOT NULL), count(*)
 	  INTO v_payloads, pruned
 	  FROM gone;
-	-- a call's body is shared by its webhooks' deliveries (deliveries_once
+	-- a shared body goes with the last of its call's deliveries (deliveries_once
 	-- finds them); a test request's is its own
 	DELETE FROM aloro_webhook.payloads p
 	 WHERE p.id = ANY (v_payloads)
 	   AND (p.call_id IS NULL OR NOT EXISTS (
 			SELECT 1 FROM aloro_webhook.delivery_log d
-			 WHERE d.call_id = p.call_id AND NOT d.test AND d.payload_id = p.id));
+			 WHERE d.call_id = p.call_id AND d.payload_id = p.id));
 END
 $$;

@@ -59,6 +59,7 @@ GRANT EXECUTE ON FUNCTION aloro_webhook._citus_coordinator(),
 						   aloro_webhook.delivery_history_of(text)
 	TO aloro_webhook_admin, aloro_webhook_reader;
 -- what webhook_health computes with, in the reader's name
+GRANT EXECUTE ON FUNCTION aloro_webhook._stream_pending() TO aloro_webhook_admin, aloro_webhook_reader;
 GRANT EXECUTE ON FUNCTION aloro_webhook._duration_bounds(),
 						   aloro_webhook._hist_add(integer[], integer[]),
 						   aloro_webhook._hist_quantile(integer[], double precision)
@@ -71,6 +72,7 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON aloro_webhook.webhooks, aloro_webhook.ca
 -- both read the queue and the history
 GRANT SELECT ON aloro_webhook.ended_calls, aloro_webhook.deliveries,
 				 aloro_webhook.delivery_log, aloro_webhook.payloads, aloro_webhook.queue,
+				 aloro_webhook.delivery_state, aloro_webhook.stream_cursors,
 				 aloro_webhook.delivery_attempts, aloro_webhook.delivery_history,
 				 aloro_webhook._local_history,
 				 aloro_webhook.webhook_health, aloro_webhook.webhook_state,

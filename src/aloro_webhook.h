@@ -124,6 +124,9 @@ extern char *aw_build_test_payload(int64 delivery_id, TimestampTz at);
 extern bool aw_status_is_terminal(const char *status);
 extern bool aw_status_is_live(const char *status);
 
+/* schema.c: which version's tables this database has */
+extern int	aw_schema_version(void);
+
 /* watch.c: the tables watch() attached the triggers to */
 extern Oid	aw_watched_table(Relation rel);
 

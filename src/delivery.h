@@ -50,7 +50,8 @@ typedef struct AwDelivery
 	MemoryContext cxt;			/* everything of this delivery; the worker deletes it */
 	dlist_node	node;			/* in one of the worker's lists */
 
-	/* the claim (queue.c) */
+	/* the claim (queue.c), or the read from the stream (stream.c) */
+	bool		streamed;		/* read from the stream: it has no queue row */
 	ItemPointerData ctid;		/* the queue row version claimed */
 	int64		id;
 	int64		webhook_id;

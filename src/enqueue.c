@@ -5,9 +5,12 @@
  * A call ends when a row arrives with a terminal status, or moves from a
  * live (or NULL) status to a terminal one.  In that same transaction the
  * trigger marks the call ended (ended_calls: a call ends once), and queues
- * one delivery per enabled webhook whose filters match.  Each distinct body
- * is built and stored once (payloads): with the recording, without it, or
- * both.
+ * one delivery per enabled webhook whose filters match: a delivery_log row
+ * each, which the worker reads from the stream (stream.c).  Each distinct
+ * body is built once -- with the recording, without it, or both -- and
+ * stored in the delivery's own row, or once in payloads when several
+ * deliveries carry it.  The common call end, one webhook, writes the ended
+ * mark and one row.
  *
  * The extension is never the reason a call cannot end.  A body that cannot
  * be built (a value no rule can read) or is larger than
@@ -53,6 +56,8 @@
 #include "webhook_cache.h"
 
 static SPIPlanPtr aw_end_plan = NULL;
+static SPIPlanPtr aw_end_one_plan = NULL;
+static SPIPlanPtr aw_end_020_plan = NULL;
 static SPIPlanPtr aw_ended_plan = NULL;
 static SPIPlanPtr aw_legacy_plan = NULL;
 
@@ -61,25 +66,78 @@ static bool aw_mark_ended(const char *call_id, Oid source);
 /* one body variant of a call: built once, stored once */
 typedef struct AwVariant
 {
-	bool		wanted;
+	int			wanted;			/* by how many deliveries */
 	char	   *body;			/* NULL when it could not be built */
 	char	   *error;			/* why not, or why it is not sent */
 } AwVariant;
 
 /*
- * The one statement that ends a call (0.2.0 schema): the ended mark (a
- * conflict means it ended before, and then nothing else is written), each
- * body variant once, one delivery per matching webhook, and queue rows for
- * those to be sent.  A delivery that is not (its body could not be built,
- * or is too large) is recorded failed at once.  Its parts look each other
- * up with scalar subqueries over a row or two, never with joins, whose
- * plans (a hash table for two rows) cost more than the lookups.
+ * The statement that ends a call with one delivery, the common case: the
+ * ended mark (a conflict means it ended before, and then nothing else is
+ * written) and the delivery's row with its body.  A delivery that is not to
+ * be sent (its body could not be built, or is too large) is recorded failed
+ * at once: it has an error and no due time, and stays off the stream.
+ *
+ *	$1 call id, $2 the watched table, $3 webhook, $4 body, $5 its bytes,
+ *	$6 error, $7 the delay before the first attempt
+ */
+#define AW_END_ONE_SQL \
+	"WITH e AS (" \
+	"  INSERT INTO aloro_webhook.ended_calls (call_id, source) VALUES ($1, $2) " \
+	"  ON CONFLICT (call_id) DO NOTHING RETURNING call_id) " \
+	"INSERT INTO aloro_webhook.delivery_log (webhook_id, call_id, body, bytes, due_at, error) " \
+	"SELECT $3, e.call_id, $4, $5, CASE WHEN $6::pg_catalog.text IS NULL THEN pg_catalog.now() + $7 END, $6 " \
+	"  FROM e " \
+	"ON CONFLICT (call_id, webhook_id, event) DO NOTHING"
+
+/*
+ * The same for any number of deliveries: the ended mark, each body variant
+ * that several deliveries carry once in payloads, and one delivery_log row
+ * per matching webhook (with its body, when it is the only one to carry
+ * it).  Its parts look each other up with scalar subqueries over a row or
+ * two, never with joins, whose plans (a hash table for two rows) cost more
+ * than the lookups.
+ *
+ *	$1 call id, $2 the watched table, $3..$6 the variants (number, body,
+ *	bytes, shared), $7..$9 the deliveries (webhook, variant, error), $10 the
+ *	delay before the first attempt
+ */
+#define AW_END_SQL \
+	"WITH e AS (" \
+	"  INSERT INTO aloro_webhook.ended_calls (call_id, source) VALUES ($1, $2) " \
+	"  ON CONFLICT (call_id) DO NOTHING RETURNING call_id), " \
+	"v AS MATERIALIZED (" \
+	"  SELECT CASE WHEN x.shared THEN " \
+	"           pg_catalog.nextval('aloro_webhook.payloads_id_seq'::pg_catalog.regclass) END AS id, " \
+	"         x.variant, x.body, x.bytes, x.shared " \
+	"    FROM e CROSS JOIN ROWS FROM (pg_catalog.unnest($3), pg_catalog.unnest($4), " \
+	"                                 pg_catalog.unnest($5), pg_catalog.unnest($6)) " \
+	"         AS x(variant, body, bytes, shared)), " \
+	"p AS (" \
+	"  INSERT INTO aloro_webhook.payloads (id, call_id, body, bytes) " \
+	"  SELECT v.id, $1, v.body, v.bytes FROM v WHERE v.id IS NOT NULL AND v.body IS NOT NULL) " \
+	"INSERT INTO aloro_webhook.delivery_log (webhook_id, call_id, payload_id, body, bytes, due_at, error) " \
+	"SELECT x.w, $1, " \
+	"       (SELECT v.id FROM v WHERE v.variant = x.variant AND v.body IS NOT NULL), " \
+	"       (SELECT v.body FROM v WHERE v.variant = x.variant AND NOT v.shared), " \
+	"       COALESCE((SELECT v.bytes FROM v WHERE v.variant = x.variant), 0), " \
+	"       CASE WHEN x.err IS NULL THEN pg_catalog.now() + $10 END, x.err " \
+	"  FROM e CROSS JOIN ROWS FROM (pg_catalog.unnest($7), pg_catalog.unnest($8), " \
+	"                              pg_catalog.unnest($9)) AS x(w, variant, err) " \
+	"ON CONFLICT (call_id, webhook_id, event) DO NOTHING"
+
+/*
+ * The one statement that ends a call in a database whose tables are still
+ * 0.2.0's (the library was upgraded, ALTER EXTENSION ... UPDATE not run
+ * yet): the ended mark, each body variant once, one delivery per matching
+ * webhook, and queue rows for those to be sent.  The update carries them
+ * over.
  *
  *	$1 call id, $2 the watched table, $3..$5 the variants (number, body,
  *	bytes), $6..$9 the deliveries (webhook, variant, status, error), $10
  *	the delay before the first attempt
  */
-#define AW_END_SQL \
+#define AW_END_020_SQL \
 	"WITH e AS (" \
 	"  INSERT INTO aloro_webhook.ended_calls (call_id, source) VALUES ($1, $2) " \
 	"  ON CONFLICT (call_id) DO NOTHING RETURNING call_id), " \
@@ -105,19 +163,6 @@ typedef struct AwVariant
 	"INSERT INTO aloro_webhook.queue (delivery_id, webhook_id, due_at, bytes) " \
 	"SELECT d.id, d.webhook_id, d.next_attempt_at, (SELECT v.bytes FROM v WHERE v.id = d.payload_id) " \
 	"  FROM d WHERE d.status = 'pending'"
-
-/*
- * Is the extension in this database still at 0.1.0 (the library was
- * upgraded, ALTER EXTENSION ... UPDATE not run yet)?  Its one deliveries
- * table is a table then, not a view.
- */
-static bool
-aw_schema_is_legacy(void)
-{
-	Oid			nsp = get_namespace_oid("aloro_webhook", true);
-
-	return OidIsValid(nsp) && !OidIsValid(get_relname_relid("queue", nsp));
-}
 
 /* errors that must not be turned into a failed delivery: the statement stops */
 static bool
@@ -289,60 +334,162 @@ aw_int4_array(const int32 *values, int n)
 	return PointerGetDatum(construct_array(d, n, INT4OID, 4, true, TYPALIGN_INT));
 }
 
-/* the call's rows, in one statement (0.2.0) */
-static void
-aw_end_call(const char *call_id, Oid source, AwMatch *matches, int nmatch, AwVariant *variants,
-			Interval *first_delay, uint64 webhooks_seen)
+/* a bool[] datum */
+static Datum
+aw_bool_array(const bool *values, int n)
 {
-	bool		held = false;
-	Datum		args[10];
+	Datum	   *d = palloc(sizeof(Datum) * Max(n, 1));
+
+	for (int i = 0; i < n; i++)
+		d[i] = BoolGetDatum(values[i]);
+	return PointerGetDatum(construct_array(d, n, BOOLOID, 1, true, TYPALIGN_CHAR));
+}
+
+/* 0.3.0: the ended mark and one delivery_log row, the common case */
+static void
+aw_end_call_one(const char *call_id, Oid source, const AwMatch *match, const AwVariant *v,
+				Interval *first_delay)
+{
+	Datum		args[7];
+	char		nulls[7] = {' ', ' ', ' ', ' ', ' ', ' ', ' '};
+
+	aw_prepare_once(&aw_end_one_plan, AW_END_ONE_SQL, 7,
+					(Oid[]) {TEXTOID, OIDOID, INT8OID, TEXTOID, INT4OID, TEXTOID, INTERVALOID});
+	args[0] = CStringGetTextDatum(call_id);
+	args[1] = ObjectIdGetDatum(source);
+	args[2] = Int64GetDatum(match->id);
+	args[3] = v->body ? CStringGetTextDatum(v->body) : (Datum) 0;
+	nulls[3] = v->body ? ' ' : 'n';
+	args[4] = Int32GetDatum(v->body ? (int32) strlen(v->body) : 0);
+	args[5] = v->error ? CStringGetTextDatum(v->error) : (Datum) 0;
+	nulls[5] = v->error ? ' ' : 'n';
+	args[6] = IntervalPGetDatum(first_delay);
+	if (SPI_execute_plan(aw_end_one_plan, args, nulls, false, 0) < 0)
+		elog(ERROR, "could not queue the delivery of call \"%s\"", call_id);
+}
+
+/* a call's body variants and deliveries, as the arrays the statements take */
+typedef struct AwCallArrays
+{
+	Datum		numbers;		/* per variant: 0 without the recording, 1 with */
+	Datum		bodies;
+	Datum		bytes;
+	Datum		shared;			/* carried by more than one delivery */
+	Datum		hooks;			/* per delivery: its webhook, */
+	Datum		which;			/* its variant, */
+	Datum		statuses;		/* pending, or failed when its body is not sent, */
+	Datum		errors;			/* and why not */
+} AwCallArrays;
+
+static void
+aw_call_arrays(AwMatch *matches, int nmatch, AwVariant *variants, AwCallArrays *a)
+{
 	char	   *bodies[2];
 	int32		bytes[2];
 	int32		numbers[2] = {0, 1};
+	bool		shared[2];
 	int64	   *hooks = palloc(sizeof(int64) * Max(nmatch, 1));
 	int32	   *which = palloc(sizeof(int32) * Max(nmatch, 1));
 	char	  **statuses = palloc(sizeof(char *) * Max(nmatch, 1));
 	char	  **errors = palloc(sizeof(char *) * Max(nmatch, 1));
 
-	if (aw_end_plan == NULL)
-	{
-		Oid			types[10] = {TEXTOID, OIDOID, INT4ARRAYOID, TEXTARRAYOID, INT4ARRAYOID,
-			INT8ARRAYOID, INT4ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, INTERVALOID};
-
-		aw_end_plan = aw_prepare(AW_END_SQL, 10, types);
-	}
 	for (int v = 0; v < 2; v++)
 	{
 		bodies[v] = variants[v].body;
 		bytes[v] = variants[v].body ? (int32) strlen(variants[v].body) : 0;
+		shared[v] = variants[v].wanted > 1;
 	}
 	for (int i = 0; i < nmatch; i++)
 	{
-		AwVariant  *v = &variants[matches[i].include_recording];
-
 		hooks[i] = matches[i].id;
 		which[i] = matches[i].include_recording ? 1 : 0;
-		statuses[i] = v->error == NULL ? "pending" : "failed";
-		errors[i] = v->error;
+		errors[i] = variants[which[i]].error;
+		statuses[i] = errors[i] == NULL ? "pending" : "failed";
 	}
+	a->numbers = aw_int4_array(numbers, 2);
+	a->bodies = aw_text_array(bodies, 2);
+	a->bytes = aw_int4_array(bytes, 2);
+	a->shared = aw_bool_array(shared, 2);
+	a->hooks = aw_int8_array(hooks, nmatch);
+	a->which = aw_int4_array(which, nmatch);
+	a->statuses = aw_text_array(statuses, nmatch);
+	a->errors = aw_text_array(errors, nmatch);
+}
+
+/* 0.3.0: the ended mark, shared bodies, one delivery_log row per match */
+static void
+aw_end_call_many(const char *call_id, Oid source, AwMatch *matches, int nmatch,
+				 AwVariant *variants, Interval *first_delay)
+{
+	Datum		args[10];
+	AwCallArrays a;
+
+	aw_prepare_once(&aw_end_plan, AW_END_SQL, 10,
+					(Oid[]) {TEXTOID, OIDOID, INT4ARRAYOID, TEXTARRAYOID, INT4ARRAYOID, BOOLARRAYOID,
+					INT8ARRAYOID, INT4ARRAYOID, TEXTARRAYOID, INTERVALOID});
+	aw_call_arrays(matches, nmatch, variants, &a);
 	args[0] = CStringGetTextDatum(call_id);
 	args[1] = ObjectIdGetDatum(source);
-	args[2] = aw_int4_array(numbers, 2);
-	args[3] = aw_text_array(bodies, 2);
-	args[4] = aw_int4_array(bytes, 2);
-	args[5] = aw_int8_array(hooks, nmatch);
-	args[6] = aw_int4_array(which, nmatch);
-	args[7] = aw_text_array(statuses, nmatch);
-	args[8] = aw_text_array(errors, nmatch);
+	args[2] = a.numbers;
+	args[3] = a.bodies;
+	args[4] = a.bytes;
+	args[5] = a.shared;
+	args[6] = a.hooks;
+	args[7] = a.which;
+	args[8] = a.errors;
 	args[9] = IntervalPGetDatum(first_delay);
-	if (SPI_execute_plan(aw_end_plan, args, NULL, false, 0) != SPI_OK_INSERT)
+	if (SPI_execute_plan(aw_end_plan, args, NULL, false, 0) < 0)
 		elog(ERROR, "could not queue the deliveries of call \"%s\"", call_id);
+}
 
-	/*
-	 * Wake the worker at commit, only for what it may send: deliveries of a
-	 * webhook the extension disabled are held, and enabling it wakes it --
-	 * or this commit does, when the webhooks changed since they were read.
-	 */
+/* 0.2.0's tables: the call's rows, in one statement */
+static void
+aw_end_call_020(const char *call_id, Oid source, AwMatch *matches, int nmatch, AwVariant *variants,
+				Interval *first_delay)
+{
+	Datum		args[10];
+	AwCallArrays a;
+
+	aw_prepare_once(&aw_end_020_plan, AW_END_020_SQL, 10,
+					(Oid[]) {TEXTOID, OIDOID, INT4ARRAYOID, TEXTARRAYOID, INT4ARRAYOID,
+					INT8ARRAYOID, INT4ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, INTERVALOID});
+	aw_call_arrays(matches, nmatch, variants, &a);
+	args[0] = CStringGetTextDatum(call_id);
+	args[1] = ObjectIdGetDatum(source);
+	args[2] = a.numbers;
+	args[3] = a.bodies;
+	args[4] = a.bytes;
+	args[5] = a.hooks;
+	args[6] = a.which;
+	args[7] = a.statuses;
+	args[8] = a.errors;
+	args[9] = IntervalPGetDatum(first_delay);
+	if (SPI_execute_plan(aw_end_020_plan, args, NULL, false, 0) != SPI_OK_INSERT)
+		elog(ERROR, "could not queue the deliveries of call \"%s\"", call_id);
+}
+
+/*
+ * The call's rows (schema 0.2.0 or 0.3.0), then the wake-up at commit: only
+ * for what the worker may send -- deliveries of a webhook the extension
+ * disabled are held, and enabling it wakes the worker, or this commit does,
+ * when the webhooks changed since they were read.
+ */
+static void
+aw_end_call(int schema, const char *call_id, Oid source, AwMatch *matches, int nmatch,
+			AwVariant *variants, Interval *first_delay, uint64 webhooks_seen)
+{
+	bool		held = false;
+
+	/* the stream's readers count on the transaction's id coming before the rows' ids (stream.c) */
+	(void) GetCurrentTransactionId();
+	if (schema == 2)
+		aw_end_call_020(call_id, source, matches, nmatch, variants, first_delay);
+	else if (nmatch == 1)
+		aw_end_call_one(call_id, source, &matches[0], &variants[matches[0].include_recording ? 1 : 0],
+						first_delay);
+	else
+		aw_end_call_many(call_id, source, matches, nmatch, variants, first_delay);
+
 	for (int i = 0; i < nmatch; i++)
 		if (variants[matches[i].include_recording].error == NULL)
 		{
@@ -495,6 +642,7 @@ aloro_webhook_call_ended(PG_FUNCTION_ARGS)
 	{
 		AwMatch    *matches;
 		int			nmatch;
+		int			schema;
 		uint64		webhooks_seen;
 
 		if (SPI_connect() != SPI_OK_CONNECT)
@@ -503,14 +651,15 @@ aloro_webhook_call_ended(PG_FUNCTION_ARGS)
 		webhooks_seen = aw_shmem_attached() ? aw_webhooks_version() : 0;
 		nmatch = aw_matching_webhooks(assistant_id, campaign_id, strcmp(status, "completed") == 0,
 									  &matches);
-		if (aw_schema_is_legacy())
+		schema = aw_schema_version();
+		if (schema == 1)
 			aw_end_call_legacy(&row, call_id, source, matches, nmatch, &first_delay);
 		else
 		{
 			/* which bodies are needed: at most two per call, each built once */
 			memset(variants, 0, sizeof(variants));
 			for (int i = 0; i < nmatch; i++)
-				variants[matches[i].include_recording ? 1 : 0].wanted = true;
+				variants[matches[i].include_recording ? 1 : 0].wanted = 1;
 			for (int v = 0; v < 2; v++)
 			{
 				if (!variants[v].wanted)
@@ -521,10 +670,15 @@ aloro_webhook_call_ended(PG_FUNCTION_ARGS)
 					variants[v].error = aw_payload_too_large(strlen(variants[v].body));
 			}
 			nmatch = aw_apply_filters(matches, nmatch, variants);
+			/* how many deliveries carry each body: one carried by several is stored once */
+			variants[0].wanted = variants[1].wanted = 0;
+			for (int i = 0; i < nmatch; i++)
+				variants[matches[i].include_recording ? 1 : 0].wanted++;
 			if (nmatch == 0)
 				(void) aw_mark_ended(call_id, source);
 			else
-				aw_end_call(call_id, source, matches, nmatch, variants, &first_delay, webhooks_seen);
+				aw_end_call(schema, call_id, source, matches, nmatch, variants, &first_delay,
+							webhooks_seen);
 		}
 		SPI_finish();
 	}

@@ -33,6 +33,7 @@
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/resowner.h"
+#include "storage/lmgr.h"
 
 #include "queue.h"
 #include "rate.h"
@@ -47,12 +48,16 @@ static SPIPlanPtr aw_plan_any_stale = NULL;
 static SPIPlanPtr aw_plan_orphans = NULL;
 static SPIPlanPtr aw_plan_fail_orphans = NULL;
 
+/* the version of the tables the worker works on: 3, or 2 until the update */
+static int	aw_schema = 0;
+
 
 /*
  * The extension's OID in this database (as of this transaction), or
- * InvalidOid with *state saying why: not installed, still 0.1.0's schema
+ * InvalidOid with *state saying why: not installed, still 0.1.0's tables
  * (the library was upgraded, ALTER EXTENSION ... UPDATE not run yet), or
- * not visible yet.  A commit wakes the worker before it sends the catalog
+ * not visible yet.  0.2.0's tables are served as they are (the queue, and
+ * no stream) until the update; aw_queue_schema() says which.  A commit wakes the worker before it sends the catalog
  * invalidations of what it created, so the syscache may still say the
  * schema's objects do not exist for a moment; the worker looks again soon.
  */
@@ -60,21 +65,78 @@ Oid
 aw_queue_extension_oid(AwQueueState *state)
 {
 	Oid			ext = get_extension_oid("aloro_webhook", true);
-	Oid			nsp;
 
 	if (!OidIsValid(ext))
 	{
 		*state = AW_QUEUE_NONE;
 		return InvalidOid;
 	}
-	nsp = get_namespace_oid("aloro_webhook", true);
-	if (!OidIsValid(nsp))
-		*state = AW_QUEUE_NOT_READY;
-	else if (!OidIsValid(get_relname_relid("queue", nsp)))
-		*state = OidIsValid(get_relname_relid("deliveries", nsp)) ? AW_QUEUE_LEGACY : AW_QUEUE_NOT_READY;
-	else
-		*state = AW_QUEUE_READY;
+	aw_schema = aw_schema_version();
+	switch (aw_schema)
+	{
+		case 3:
+		case 2:
+			/* 0.2.0's tables are served until the update: no stream then */
+			*state = AW_QUEUE_READY;
+			break;
+		case 0:
+			*state = AW_QUEUE_NOT_READY;
+			break;
+		default:
+			*state = AW_QUEUE_LEGACY;
+			break;
+	}
 	return *state == AW_QUEUE_READY ? ext : InvalidOid;
+}
+
+/* the version of the extension's tables the worker works on (aw_queue_extension_oid) */
+int
+aw_queue_schema(void)
+{
+	return aw_schema;
+}
+
+/* qsort comparator for OIDs */
+static int
+aw_oid_cmp(const void *a, const void *b)
+{
+	Oid			x = *(const Oid *) a;
+	Oid			y = *(const Oid *) b;
+
+	return x < y ? -1 : (x > y ? 1 : 0);
+}
+
+/*
+ * aw_queue_lock_tables
+ *		Takes the lock each of the worker's statements would take on the
+ *		extension's tables, up front, in the order of their OIDs.  DROP
+ *		EXTENSION and ALTER EXTENSION ... UPDATE lock them in the order the
+ *		tables were created, so in the same order; then the worker waits for
+ *		them (or they for it), and neither can hold one the other needs: a
+ *		deadlock would fail the user's statement, not the worker's turn.
+ *		Tables a version does not have are left out.
+ */
+void
+aw_queue_lock_tables(void)
+{
+	static const char *const names[] = {"webhooks", "payloads", "delivery_log", "delivery_state",
+		"queue", "delivery_attempts", "stream_cursors", "webhook_state", "webhook_stats"};
+	Oid			nsp = get_namespace_oid("aloro_webhook", true);
+	Oid			oids[lengthof(names)];
+	int			n = 0;
+
+	if (!OidIsValid(nsp))
+		return;
+	for (size_t i = 0; i < lengthof(names); i++)
+	{
+		Oid			rel = get_relname_relid(names[i], nsp);
+
+		if (OidIsValid(rel))
+			oids[n++] = rel;
+	}
+	qsort(oids, n, sizeof(Oid), aw_oid_cmp);
+	for (int i = 0; i < n; i++)
+		LockRelationOid(oids[i], AccessShareLock);
 }
 
 /* Drops the saved plans, for when the extension went away. */
@@ -285,83 +347,60 @@ aw_claim_headers(AwDelivery *d, Datum headers, bool isnull)
 }
 
 /*
- * aw_queue_claim
- *		Marks the given queue row versions in flight, held by this worker's
- *		token, and fills into[0..k) -- deliveries the worker made, each with
- *		its memory context -- with them: their bodies and their webhook's URL,
- *		signature scheme, secrets (the previous one during a rotation's
- *		overlap) and headers.  Returns k; a row whose webhook is gone is left
- *		alone (the sweep fails it).  They were locked by aw_queue_candidates
- *		in this same transaction, so they are still pending and unclaimed.
- *
- * Two statements, so that neither plan can depend on the queue's
- * statistics: the claim names queue rows by ctid and joins nothing (a join
- * on delivery_id would let the planner walk the whole primary key instead
- * when the queue was last analyzed empty and then filled in bulk), and the
- * read of what the requests need starts from the claimed ids.
+ * aw_queue_fill
+ *		Fills into[0..n) -- deliveries whose id is set -- with what their
+ *		requests need: their bodies and attempts so far, and their webhook's
+ *		URL, signature scheme, secrets (the previous one during a rotation's
+ *		overlap) and headers.  Returns how many it found; one whose row is
+ *		gone, or whose webhook is, is left without a URL (request.c fails
+ *		it unsent).
  */
 int
-aw_queue_claim(const ItemPointerData *tids, int n, int64 token, AwDelivery **into)
+aw_queue_fill(AwDelivery **into, int n)
 {
-	Datum		args[2];
+	Datum		args[1];
+	int64	   *ids = palloc(sizeof(int64) * Max(n, 1));
 	uint64		got;
-	int64	   *ids;
 
-	aw_prepare_once(&aw_plan_claim,
-					"UPDATE aloro_webhook.queue q "
-					"   SET claimed_by = $2, claimed_at = pg_catalog.now() "
-					" WHERE q.ctid = ANY ($1) "
-					/* a scalar subquery, not a join: the webhook must still exist */
-					"   AND (SELECT true FROM aloro_webhook.webhooks w WHERE w.id = q.webhook_id) "
-					"RETURNING q.delivery_id, q.webhook_id, q.ctid",
-					2, (Oid[]) {TIDARRAYOID, INT8OID});
-	aw_prepare_once(&aw_plan_claim_read,
-					"SELECT d.id, p.body, d.attempts, d.budget_start, "
-					"       w.url, w.url_password, w.secret, w.signature_scheme = 'standard', "
-					"       CASE WHEN w.previous_secret_until > pg_catalog.now() THEN w.previous_secret END, "
-					"       w.headers "
-					"  FROM ROWS FROM (pg_catalog.unnest($1)) WITH ORDINALITY AS k(id, i) "
-					"  JOIN aloro_webhook.delivery_log d ON d.id = k.id "
-					"  JOIN aloro_webhook.webhooks w ON w.id = d.webhook_id "
-					"  LEFT JOIN aloro_webhook.payloads p ON p.id = d.payload_id "
-					" ORDER BY k.i",
-					1, (Oid[]) {INT8ARRAYOID});
-	args[0] = aw_tid_array(tids, n);
-	args[1] = Int64GetDatum(token);
-	if (SPI_execute_plan(aw_plan_claim, args, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
-		elog(ERROR, "could not claim deliveries");
-	got = Min(SPI_processed, (uint64) n);
-	ids = palloc(sizeof(int64) * Max(got, 1));
-	for (uint64 i = 0; i < got; i++)
-	{
-		HeapTuple	t = SPI_tuptable->vals[i];
-		TupleDesc	desc = SPI_tuptable->tupdesc;
-		AwDelivery *d = into[i];
-		bool		isnull;
-
-		d->id = ids[i] = DatumGetInt64(SPI_getbinval(t, desc, 1, &isnull));
-		d->webhook_id = DatumGetInt64(SPI_getbinval(t, desc, 2, &isnull));
-		ItemPointerCopy((ItemPointer) DatumGetPointer(SPI_getbinval(t, desc, 3, &isnull)), &d->ctid);
-	}
-	if (got == 0)
-		return 0;
-
-	args[0] = aw_int8_array(ids, (int) got);
+	if (aw_plan_claim_read == NULL)
+		aw_plan_claim_read =
+			aw_prepare(psprintf("SELECT d.id, %s, "
+								"       w.url, w.url_password, w.secret, w.signature_scheme = 'standard', "
+								"       CASE WHEN w.previous_secret_until > pg_catalog.now() THEN w.previous_secret END, "
+								"       w.headers "
+								"  FROM ROWS FROM (pg_catalog.unnest($1)) WITH ORDINALITY AS k(id, i) "
+								"  JOIN aloro_webhook.delivery_log d ON d.id = k.id "
+								"  LEFT JOIN aloro_webhook.webhooks w ON w.id = d.webhook_id "
+								"  LEFT JOIN aloro_webhook.payloads p ON p.id = d.payload_id %s"
+								" ORDER BY k.i",
+								aw_schema == 2 ? "p.body, d.attempts, d.budget_start" :
+								"COALESCE(d.body, p.body), COALESCE(s.attempts, 0), COALESCE(s.budget_start, 0)",
+								aw_schema == 2 ? "" :
+								"  LEFT JOIN aloro_webhook.delivery_state s ON s.delivery_id = d.id "),
+					   1, (Oid[]) {INT8ARRAYOID});
+	for (int i = 0; i < n; i++)
+		ids[i] = into[i]->id;
+	args[0] = aw_int8_array(ids, n);
 	if (SPI_execute_plan(aw_plan_claim_read, args, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read the claimed deliveries");
-	/* each claimed delivery has its delivery_log row and webhook: the rows come in ids' order */
-	if (SPI_processed != got)
-		elog(ERROR, "claimed " UINT64_FORMAT " deliveries but found " UINT64_FORMAT " of them",
-			 got, (uint64) SPI_processed);
-	for (uint64 i = 0; i < got; i++)
+	got = 0;
+	for (int j = 0; j < n; j++)
 	{
-		HeapTuple	t = SPI_tuptable->vals[i];
+		HeapTuple	t;
 		TupleDesc	desc = SPI_tuptable->tupdesc;
-		AwDelivery *d = into[i];
+		AwDelivery *d = into[j];
 		bool		isnull;
 		char	   *password;
 
-		Assert(DatumGetInt64(SPI_getbinval(t, desc, 1, &isnull)) == d->id);
+		/* the rows come in ids' order, without those not found */
+		d->url = NULL;
+		d->body = NULL;
+		if (got >= SPI_processed)
+			continue;
+		t = SPI_tuptable->vals[got];
+		if (DatumGetInt64(SPI_getbinval(t, desc, 1, &isnull)) != d->id)
+			continue;
+		got++;
 		d->body = aw_spi_text(t, desc, 2, d->cxt);
 		d->body_len = d->body ? strlen(d->body) : 0;
 		d->attempts = DatumGetInt32(SPI_getbinval(t, desc, 3, &isnull));
@@ -380,6 +419,57 @@ aw_queue_claim(const ItemPointerData *tids, int n, int64 token, AwDelivery **int
 		d->previous_secret = aw_spi_text(t, desc, 9, d->cxt);
 		aw_claim_headers(d, SPI_getbinval(t, desc, 10, &isnull), isnull);
 	}
+	return (int) got;
+}
+
+/*
+ * aw_queue_claim
+ *		Marks the given queue row versions in flight, held by this worker's
+ *		token, and fills into[0..k) -- deliveries the worker made, each with
+ *		its memory context -- with them (aw_queue_fill).  Returns k; a row
+ *		whose webhook is gone is left alone (the sweep fails it).  They were
+ *		locked by aw_queue_candidates in this same transaction, so they are
+ *		still pending and unclaimed.
+ *
+ * The claim names queue rows by ctid and joins nothing, so that its plan
+ * cannot depend on the queue's statistics (a join on delivery_id would let
+ * the planner walk the whole primary key instead when the queue was last
+ * analyzed empty and then filled in bulk); the read of what the requests
+ * need starts from the claimed ids.
+ */
+int
+aw_queue_claim(const ItemPointerData *tids, int n, int64 token, AwDelivery **into)
+{
+	Datum		args[2];
+	uint64		got;
+
+	aw_prepare_once(&aw_plan_claim,
+					"UPDATE aloro_webhook.queue q "
+					"   SET claimed_by = $2, claimed_at = pg_catalog.now() "
+					" WHERE q.ctid = ANY ($1) "
+					/* a scalar subquery, not a join: the webhook must still exist */
+					"   AND (SELECT true FROM aloro_webhook.webhooks w WHERE w.id = q.webhook_id) "
+					"RETURNING q.delivery_id, q.webhook_id, q.ctid",
+					2, (Oid[]) {TIDARRAYOID, INT8OID});
+	args[0] = aw_tid_array(tids, n);
+	args[1] = Int64GetDatum(token);
+	if (SPI_execute_plan(aw_plan_claim, args, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
+		elog(ERROR, "could not claim deliveries");
+	got = Min(SPI_processed, (uint64) n);
+	for (uint64 i = 0; i < got; i++)
+	{
+		HeapTuple	t = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		AwDelivery *d = into[i];
+		bool		isnull;
+
+		d->id = DatumGetInt64(SPI_getbinval(t, desc, 1, &isnull));
+		d->webhook_id = DatumGetInt64(SPI_getbinval(t, desc, 2, &isnull));
+		ItemPointerCopy((ItemPointer) DatumGetPointer(SPI_getbinval(t, desc, 3, &isnull)), &d->ctid);
+	}
+	if (got == 0)
+		return 0;
+	(void) aw_queue_fill(into, (int) got);
 	return (int) got;
 }
 

@@ -31,16 +31,19 @@ typedef struct AwCandidate
 typedef enum AwQueueState
 {
 	AW_QUEUE_NONE,				/* no extension in this database */
-	AW_QUEUE_LEGACY,			/* installed, but its schema is 0.1.0's */
+	AW_QUEUE_LEGACY,			/* installed, but its tables are an earlier version's */
 	AW_QUEUE_NOT_READY,			/* installed, its objects not visible yet */
 	AW_QUEUE_READY
 } AwQueueState;
 
 extern Oid	aw_queue_extension_oid(AwQueueState *state);
+extern int	aw_queue_schema(void);
+extern void aw_queue_lock_tables(void);
 extern void aw_queue_forget_plans(void);
 extern uint64 aw_queue_release_claims(const int64 *live, int nlive);
 extern int	aw_queue_candidates(int limit, const int64 *exclude, int nexclude,
 								const AwCursorArgs *cur, AwCandidate *out);
+extern int	aw_queue_fill(AwDelivery **into, int n);
 extern int	aw_queue_claim(const ItemPointerData *tids, int n, int64 token, AwDelivery **into);
 extern int	aw_queue_orphans(int64 *ids, int max);
 extern uint64 aw_queue_fail_orphans(const int64 *ids, int n);

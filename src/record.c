@@ -21,6 +21,7 @@
 
 static SPIPlanPtr aw_plan_record = NULL;
 static SPIPlanPtr aw_plan_record_by_id = NULL;
+static SPIPlanPtr aw_plan_record_sent = NULL;
 
 /* the token of the worker whose results aw_queue_record is writing */
 static int64 aw_record_token = 0;
@@ -33,8 +34,12 @@ aw_record_forget_plans(void)
 		SPI_freeplan(aw_plan_record);
 	if (aw_plan_record_by_id != NULL)
 		SPI_freeplan(aw_plan_record_by_id);
-	aw_plan_record = aw_plan_record_by_id = NULL;
+	if (aw_plan_record_sent != NULL)
+		SPI_freeplan(aw_plan_record_sent);
+	aw_plan_record = aw_plan_record_by_id = aw_plan_record_sent = NULL;
 }
+
+#define AW_RECORD_NARGS 17
 
 /* builds the arrays for the record statement from ds[0..n) */
 static void
@@ -56,6 +61,9 @@ aw_record_args(AwDelivery **ds, int n, Datum *args)
 	Datum	   *record = palloc(sizeof(Datum) * n);
 	Datum	   *hooks = palloc(sizeof(Datum) * n);
 	Datum	   *tids = palloc(sizeof(Datum) * n);
+	Datum	   *streamed = palloc(sizeof(Datum) * n);
+	Datum	   *bytes = palloc(sizeof(Datum) * n);
+	Datum	   *budget = palloc(sizeof(Datum) * n);
 	int			dims[1] = {n};
 
 	int			lbs[1] = {1};
@@ -80,6 +88,9 @@ aw_record_args(AwDelivery **ds, int n, Datum *args)
 		record[i] = BoolGetDatum(r->record_attempt);
 		hooks[i] = Int64GetDatum(ds[i]->webhook_id);
 		tids[i] = PointerGetDatum(&ds[i]->ctid);
+		streamed[i] = BoolGetDatum(ds[i]->streamed);
+		bytes[i] = Int32GetDatum((int32) Min(ds[i]->body_len, (size_t) PG_INT32_MAX));
+		budget[i] = Int32GetDatum(ds[i]->budget_start);
 	}
 #define AW_ARR(vals, nullsv, typ, len, byval, align) \
 	PointerGetDatum(construct_md_array(vals, nullsv, 1, dims, lbs, typ, len, byval, align))
@@ -95,19 +106,24 @@ aw_record_args(AwDelivery **ds, int n, Datum *args)
 	args[9] = AW_ARR(record, NULL, BOOLOID, 1, true, TYPALIGN_CHAR);
 	args[10] = AW_ARR(hooks, NULL, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE);
 	args[11] = AW_ARR(tids, NULL, TIDOID, sizeof(ItemPointerData), false, TYPALIGN_SHORT);
+	args[12] = AW_ARR(streamed, NULL, BOOLOID, 1, true, TYPALIGN_CHAR);
+	args[13] = AW_ARR(bytes, NULL, INT4OID, 4, true, TYPALIGN_INT);
+	args[14] = AW_ARR(budget, NULL, INT4OID, 4, true, TYPALIGN_INT);
 #undef AW_ARR
 }
 
 /*
  * The record statement: the attempt rows, and each delivery's new state.
- * The first %s says how the queue rows to delete (finished deliveries) are
- * found, the second how those to update (retries) are: by the row versions
- * we claimed (a TID scan, whatever the statistics say), or, for a row
- * someone changed since, by delivery id.  Only deliveries whose queue row
- * we still held are recorded.  No two of its parts are joined to each
- * other: each reads s, or arrays made from it.
+ * Its head (AW_RECORD_HEAD) writes the attempt rows and the queue rows of
+ * the deliveries claimed from the queue, which are recorded only while we
+ * still hold them: the first %s says how the queue rows to delete (finished
+ * deliveries) are found, the second how those to update (retries) are -- by
+ * the row versions we claimed (a TID scan, whatever the statistics say), or,
+ * for a row someone changed since, by delivery id.  Its tail writes where
+ * each delivery stands and returns the ids it recorded.  No two of its parts
+ * are joined to each other: each reads s, or arrays made from it.
  */
-#define AW_RECORD_SQL \
+#define AW_RECORD_HEAD \
 	"WITH s AS (" \
 	"  SELECT r.*, " \
 	/* a retry is pointless once the webhook is deleted */ \
@@ -116,24 +132,70 @@ aw_record_args(AwDelivery **ds, int n, Datum *args)
 	"    FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), pg_catalog.unnest($3), " \
 	"                    pg_catalog.unnest($4), pg_catalog.unnest($5), pg_catalog.unnest($6), " \
 	"                    pg_catalog.unnest($7), pg_catalog.unnest($8), pg_catalog.unnest($9), " \
-	"                    pg_catalog.unnest($10), pg_catalog.unnest($11), pg_catalog.unnest($12)) " \
+	"                    pg_catalog.unnest($10), pg_catalog.unnest($11), pg_catalog.unnest($12), " \
+	"                    pg_catalog.unnest($13), pg_catalog.unnest($14), pg_catalog.unnest($15)) " \
 	"      AS r(id, attempt, started_at, duration_ms, http_status, error, " \
-	"           response_body, new_status, next_attempt_at, record_attempt, webhook_id, claimed_ctid)), " \
+	"           response_body, new_status, next_attempt_at, record_attempt, webhook_id, claimed_ctid, " \
+	"           streamed, bytes, budget_start)), " \
 	"a AS (" \
 	"  INSERT INTO aloro_webhook.delivery_attempts " \
 	"         (delivery_id, attempt, started_at, duration_ms, http_status, error, response_body) " \
 	"  SELECT s.id, s.attempt, s.started_at, s.duration_ms, s.http_status, s.error, s.response_body " \
-	"    FROM s WHERE s.record_attempt AND $13), " \
+	"    FROM s WHERE s.record_attempt AND $16), " \
 	"qd AS (" \
 	"  DELETE FROM aloro_webhook.queue q " \
-	"   WHERE %s AND q.claimed_by = $14 " \
+	"   WHERE %s AND q.claimed_by = $17 " \
 	"  RETURNING q.delivery_id), " \
 	"qu AS (" \
 	"  UPDATE aloro_webhook.queue q " \
 	"     SET due_at = (SELECT s.next_attempt_at FROM s WHERE s.id = q.delivery_id), " \
 	"         claimed_by = NULL, claimed_at = NULL " \
-	"   WHERE %s AND q.claimed_by = $14 " \
-	"  RETURNING q.delivery_id) " \
+	"   WHERE %s AND q.claimed_by = $17 " \
+	"  RETURNING q.delivery_id), "
+
+/*
+ * 0.3.0's tail.  A delivery the worker read from the stream (streamed) has
+ * no queue row: when its first attempt succeeded, the attempt row says all
+ * (the deliveries view derives the rest); otherwise it gets a
+ * delivery_state row, and a queue row when it is to be tried again.  In
+ * the state's upsert, an outcome without an attempt (a body that cannot be
+ * sent, say) leaves attempts as they were, and then last_http_status too:
+ * that is how the two are told apart there.
+ */
+#define AW_RECORD_TAIL \
+	"qi AS (" \
+	"  INSERT INTO aloro_webhook.queue (delivery_id, webhook_id, due_at, bytes) " \
+	"  SELECT s.id, s.webhook_id, s.next_attempt_at, s.bytes FROM s " \
+	"   WHERE s.streamed AND " AW_RECORD_RETRY " " \
+	"  ON CONFLICT (delivery_id) DO NOTHING), " \
+	"k AS (" \
+	"  SELECT s.* FROM s " \
+	"   WHERE s.streamed " \
+	"      OR s.id = ANY (ARRAY(SELECT qd.delivery_id FROM qd UNION ALL SELECT qu.delivery_id FROM qu))), " \
+	"st AS (" \
+	"  INSERT INTO aloro_webhook.delivery_state AS d " \
+	"         (delivery_id, status, attempts, budget_start, next_attempt_at, last_http_status, " \
+	"          last_error, finished_at) " \
+	"  SELECT k.id, CASE WHEN k.orphaned THEN 'failed' ELSE k.new_status END, k.attempt, k.budget_start, " \
+	"         CASE WHEN k.orphaned THEN NULL ELSE k.next_attempt_at END, " \
+	"         CASE WHEN k.record_attempt THEN k.http_status END, " \
+	"         CASE WHEN k.orphaned THEN aloro_webhook._webhook_deleted_message(k.webhook_id, k.error) " \
+	"              ELSE k.error END, " \
+	"         CASE WHEN k.new_status = 'pending' AND NOT k.orphaned THEN NULL ELSE pg_catalog.now() END " \
+	"    FROM k " \
+	/* the stream's first attempt that succeeded: its attempt row says all */ \
+	"   WHERE NOT (k.streamed AND k.new_status = 'succeeded' AND k.record_attempt AND $16) " \
+	"  ON CONFLICT (delivery_id) DO UPDATE " \
+	"     SET status = excluded.status, attempts = excluded.attempts, " \
+	"         budget_start = excluded.budget_start, next_attempt_at = excluded.next_attempt_at, " \
+	"         last_http_status = CASE WHEN excluded.attempts = d.attempts THEN d.last_http_status " \
+	"                                 ELSE excluded.last_http_status END, " \
+	"         last_error = excluded.last_error, finished_at = excluded.finished_at) " \
+	"SELECT k.id FROM k"
+
+/* 0.2.0's tail (until ALTER EXTENSION ... UPDATE): the state is in delivery_log */
+#define AW_RECORD_TAIL_020 \
+	"k AS (SELECT 1) " \
 	"UPDATE aloro_webhook.delivery_log d " \
 	"   SET status = CASE WHEN s.orphaned THEN 'failed' ELSE s.new_status END, " \
 	"       attempts = CASE WHEN s.record_attempt THEN s.attempt ELSE d.attempts END, " \
@@ -154,21 +216,52 @@ aw_record_args(AwDelivery **ds, int n, Datum *args)
 static SPIPlanPtr
 aw_record_plan(bool by_id)
 {
-	Oid			types[14] = {INT8ARRAYOID, INT4ARRAYOID, TIMESTAMPTZARRAYOID, INT4ARRAYOID,
+	Oid			types[AW_RECORD_NARGS] = {INT8ARRAYOID, INT4ARRAYOID, TIMESTAMPTZARRAYOID, INT4ARRAYOID,
 		INT4ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID,
-	TIMESTAMPTZARRAYOID, BOOLARRAYOID, INT8ARRAYOID, TIDARRAYOID, BOOLOID, INT8OID};
+		TIMESTAMPTZARRAYOID, BOOLARRAYOID, INT8ARRAYOID, TIDARRAYOID, BOOLARRAYOID, INT4ARRAYOID,
+	INT4ARRAYOID, BOOLOID, INT8OID};
 	SPIPlanPtr *plan = by_id ? &aw_plan_record_by_id : &aw_plan_record;
 
 	if (*plan == NULL)
-		*plan = aw_prepare(psprintf(AW_RECORD_SQL,
+		*plan = aw_prepare(psprintf(aw_queue_schema() == 2 ? AW_RECORD_HEAD AW_RECORD_TAIL_020 :
+									AW_RECORD_HEAD AW_RECORD_TAIL,
 									by_id ?
-									"q.delivery_id = ANY (ARRAY(SELECT s.id FROM s WHERE " AW_RECORD_DONE "))" :
-									"q.ctid = ANY (ARRAY(SELECT s.claimed_ctid FROM s WHERE " AW_RECORD_DONE "))",
+									"q.delivery_id = ANY (ARRAY(SELECT s.id FROM s WHERE NOT s.streamed AND " AW_RECORD_DONE "))" :
+									"q.ctid = ANY (ARRAY(SELECT s.claimed_ctid FROM s WHERE NOT s.streamed AND " AW_RECORD_DONE "))",
 									by_id ?
-									"q.delivery_id = ANY (ARRAY(SELECT s.id FROM s WHERE " AW_RECORD_RETRY "))" :
-									"q.ctid = ANY (ARRAY(SELECT s.claimed_ctid FROM s WHERE " AW_RECORD_RETRY "))"),
-						   14, types);
+									"q.delivery_id = ANY (ARRAY(SELECT s.id FROM s WHERE NOT s.streamed AND " AW_RECORD_RETRY "))" :
+									"q.ctid = ANY (ARRAY(SELECT s.claimed_ctid FROM s WHERE NOT s.streamed AND " AW_RECORD_RETRY "))"),
+						   AW_RECORD_NARGS, types);
 	return *plan;
+}
+
+/*
+ * The common batch -- every one read from the stream, its first attempt
+ * succeeded -- is only its attempt rows.
+ */
+static bool
+aw_record_all_sent(AwDelivery **ds, int n)
+{
+	for (int i = 0; i < n; i++)
+		if (!ds[i]->streamed || !ds[i]->outcome.record_attempt ||
+			strcmp(ds[i]->outcome.new_status, "succeeded") != 0)
+			return false;
+	return true;
+}
+
+static void
+aw_record_sent(Datum *args)
+{
+	aw_prepare_once(&aw_plan_record_sent,
+					"INSERT INTO aloro_webhook.delivery_attempts "
+					"       (delivery_id, attempt, started_at, duration_ms, http_status, error, response_body) "
+					"SELECT * FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), pg_catalog.unnest($3), "
+					"                         pg_catalog.unnest($4), pg_catalog.unnest($5), pg_catalog.unnest($6), "
+					"                         pg_catalog.unnest($7))",
+					7, (Oid[]) {INT8ARRAYOID, INT4ARRAYOID, TIMESTAMPTZARRAYOID, INT4ARRAYOID,
+					INT4ARRAYOID, TEXTARRAYOID, TEXTARRAYOID});
+	if (SPI_execute_plan(aw_plan_record_sent, args, NULL, false, 0) != SPI_OK_INSERT)
+		elog(ERROR, "could not record delivery attempts");
 }
 
 static int
@@ -188,14 +281,19 @@ aw_int64_cmp(const void *a, const void *b)
 static void
 aw_record_batch(AwDelivery **results, int n, bool with_attempts)
 {
-	Datum		args[14];
+	Datum		args[AW_RECORD_NARGS];
 	int64	   *found;
 	uint64		nfound;
 
 	aw_record_args(results, n, args);
-	args[12] = BoolGetDatum(with_attempts);
-	args[13] = Int64GetDatum(aw_record_token);
-	if (SPI_execute_plan(aw_record_plan(false), args, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
+	if (with_attempts && aw_record_all_sent(results, n))
+	{
+		aw_record_sent(args);
+		return;
+	}
+	args[15] = BoolGetDatum(with_attempts);
+	args[16] = Int64GetDatum(aw_record_token);
+	if (SPI_execute_plan(aw_record_plan(false), args, NULL, false, 0) < 0)
 		elog(ERROR, "could not record delivery attempts");
 	nfound = SPI_processed;
 	if (nfound == (uint64) n)
@@ -214,9 +312,9 @@ aw_record_batch(AwDelivery **results, int n, bool with_attempts)
 		if (bsearch(&results[i]->id, found, nfound, sizeof(int64), aw_int64_cmp) != NULL)
 			continue;
 		aw_record_args(&results[i], 1, args);
-		args[12] = BoolGetDatum(with_attempts);
-		args[13] = Int64GetDatum(aw_record_token);
-		if (SPI_execute_plan(aw_record_plan(true), args, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
+		args[15] = BoolGetDatum(with_attempts);
+		args[16] = Int64GetDatum(aw_record_token);
+		if (SPI_execute_plan(aw_record_plan(true), args, NULL, false, 0) < 0)
 			elog(ERROR, "could not record delivery attempts");
 	}
 }

@@ -34,12 +34,21 @@
 #define AW_MAX_HEADERS 12
 
 /*
- * Why a claimed delivery cannot be sent, or NULL when it can: its body was
- * erased, or is larger than aloro_webhook.max_payload_size is now.
+ * Why a claimed delivery cannot be sent, or NULL when it can: its webhook
+ * was deleted, its body was erased, or is larger than
+ * aloro_webhook.max_payload_size is now.
  */
 const char *
 aw_request_unsendable(AwDelivery *d)
 {
+	if (d->url == NULL)
+	{
+		MemoryContext old = MemoryContextSwitchTo(d->cxt);
+		char	   *why = psprintf("webhook " INT64_FORMAT " was deleted", d->webhook_id);
+
+		MemoryContextSwitchTo(old);
+		return why;
+	}
 	if (d->body == NULL)
 		return "payload erased: the body of this delivery was erased, so it cannot be sent";
 	return aw_payload_too_large((int64) d->body_len);

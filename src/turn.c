@@ -1,8 +1,9 @@
 /*-------------------------------------------------------------------------
  * turn.c
  *		The transaction work of the delivery worker's turns: record the
- *		finished attempts, claim due deliveries for the free room, learn when
- *		the next one is due -- in one short transaction -- and, once it has
+ *		finished attempts, claim due deliveries from the queue and read new
+ *		ones from the stream (stream.c) for the free room, learn when the
+ *		next one is due -- in one short transaction -- and, once it has
  *		committed, put the claimed ones in flight; the sweep; the release of
  *		claims at shutdown.
  *
@@ -30,6 +31,7 @@
 #include "request.h"
 #include "slots.h"
 #include "spi_util.h"
+#include "stream.h"
 #include "turn.h"
 #include "upkeep.h"
 #include "worker_state.h"
@@ -206,6 +208,19 @@ aw_claim_due(AwWorker *w)
 		w->clock.have_due = true;
 		w->clock.due = paced.earliest;
 	}
+
+	/* then the new deliveries, from the stream, for the room left (0.3.0's tables) */
+	if (aw_queue_schema() >= 3)
+	{
+		TimestampTz stream_due;
+
+		(void) aw_stream_claim(w, &slots, now, &stream_due);
+		if (stream_due != 0 && (!w->clock.have_due || stream_due < w->clock.due))
+		{
+			w->clock.have_due = true;
+			w->clock.due = stream_due;
+		}
+	}
 }
 
 /* the queue we worked on is gone (extension dropped, or dropped and re-created) */
@@ -217,6 +232,7 @@ aw_detach_queue(AwWorker *w)
 	w->nfinished = 0;
 	aw_queue_forget_plans();
 	aw_cursors_reset(&w->cursors);
+	aw_stream_forget(&w->stream);
 	aw_health_forget();
 	aw_rate_forget();
 	aw_upkeep_forget(&w->upkeep);
@@ -264,8 +280,8 @@ aw_not_attached(AwWorker *w, AwQueueState state)
 			ereport(LOG,
 					(errmsg("aloro_webhook worker is waiting for ALTER EXTENSION aloro_webhook UPDATE in database \"%s\"",
 							aw_database_name),
-					 errdetail("The library is version %s; the extension's tables there are still version 0.1.0's.",
-							   AW_VERSION),
+					 errdetail("The library is version %s; the extension's tables there are still version %s's.",
+							   AW_VERSION, aw_schema_version() == 1 ? "0.1.0" : "0.2.0"),
 					 errhint("Run ALTER EXTENSION aloro_webhook UPDATE; deliveries queued meanwhile are kept and sent afterwards.")));
 		else
 			ereport(LOG,
@@ -327,10 +343,18 @@ aw_turn(AwWorker *w)
 
 	w->phase = AW_PHASE_TURN;
 	aw_xact_begin("aloro_webhook: recording attempts and claiming deliveries");
+	aw_queue_lock_tables();
 
 	extension_oid = aw_queue_extension_oid(&state);
 	if (extension_oid != w->extension_oid && OidIsValid(w->extension_oid))
 		aw_detach_queue(w);
+	else if (OidIsValid(extension_oid) && aw_queue_schema() != w->schema && w->schema != 0)
+	{
+		/* ALTER EXTENSION ... UPDATE ran: the statements are made anew for the new tables */
+		aw_queue_forget_plans();
+		aw_stream_forget(&w->stream);
+	}
+	w->schema = OidIsValid(extension_oid) ? aw_queue_schema() : 0;
 	if (!OidIsValid(extension_oid))
 		aw_not_attached(w, state);
 	else
@@ -346,6 +370,9 @@ aw_turn(AwWorker *w)
 		if (w->nfinished > 0)
 			recorded = aw_record_finished(w);
 		aw_claim_due(w);
+		/* where it is in the stream, as this transaction leaves it */
+		if (w->schema >= 3)
+			aw_stream_save(w);
 		if (OidIsValid(attached))
 			ereport(LOG,
 					(errmsg("aloro_webhook worker is delivering webhooks from database \"%s\"",
@@ -359,6 +386,7 @@ aw_turn(AwWorker *w)
 	/* committed: from here on nothing may undo the turn */
 	w->phase = AW_PHASE_STARTING;
 	aw_health_committed();
+	aw_stream_committed(&w->stream);
 	if (OidIsValid(attached))
 	{
 		w->extension_oid = attached;
@@ -387,6 +415,7 @@ aw_turn_failed(AwWorker *w)
 {
 	aw_delivery_free_list(&w->claimed);
 	w->nclaimed = 0;
+	aw_stream_turn_failed(&w->stream);
 	aw_health_aborted();
 	w->clock.retry_at = GetCurrentTimestamp() + AW_RETRY_MS * 1000;
 	w->clock.have_due = true;
@@ -411,6 +440,7 @@ aw_sweep(AwWorker *w)
 
 	w->phase = AW_PHASE_SWEEP;
 	aw_xact_begin("aloro_webhook: releasing stale claims, failing deliveries of deleted webhooks");
+	aw_queue_lock_tables();
 	aw_release_stale_claims(w);
 	nseen = aw_queue_orphans(seen, AW_MAX_ORPHANS);
 	/* failed: those orphaned at the last sweep and still now */
@@ -441,6 +471,7 @@ aw_release_on_exit(AwWorker *w)
 		return;
 	aw_delivery_free_list(&w->in_flight);
 	aw_xact_begin("aloro_webhook: stopping");
+	aw_queue_lock_tables();
 	if (aw_queue_extension_oid(&state) == w->extension_oid)
 	{
 		int64		others[AW_MAX_WORKERS];

@@ -28,6 +28,7 @@
 
 #include "health.h"
 #include "spi_util.h"
+#include "queue.h"
 #include "upkeep.h"
 #include "worker_state.h"
 
@@ -171,6 +172,7 @@ aw_upkeep(AwWorker *w)
 
 	w->phase = AW_PHASE_UPKEEP;
 	aw_xact_begin("aloro_webhook: writing statistics, pruning the history");
+	aw_queue_lock_tables();
 	if (aw_health_write_due(now))
 		aw_health_write();
 	/* with several workers, the first of those running prunes and tidies for all */

@@ -280,6 +280,7 @@ aw_worker_main(Datum main_arg)
 									   ALLOCSET_DEFAULT_SIZES);
 	aw_http_init();
 	aw_cursors_init(&W.cursors);
+	aw_stream_init(&W.stream);
 	aw_set_am_worker();
 	aw_current_policy(W.policy, sizeof(W.policy));
 

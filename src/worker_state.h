@@ -19,6 +19,7 @@
 
 #include "cursor.h"
 #include "delivery.h"
+#include "stream.h"
 
 /* finished deliveries held at most, waiting to be recorded */
 #define AW_MAX_FINISHED 5000
@@ -63,7 +64,9 @@ typedef struct AwClock
  *	- finished holds at most AW_MAX_FINISHED; it is emptied only by a turn
  *	  that commits their record;
  *	- extension_oid is valid only while the queue of that extension is the
- *	  one worked on; when it changes, everything held is abandoned.
+ *	  one worked on; when it changes, everything held is abandoned;
+ *	- the deliveries read from the stream that it holds (streamed) are, at
+ *	  every commit, the in_flight of its stream_cursors row (stream.c).
  */
 /* what the upkeep (upkeep.c) is due to do next */
 typedef struct AwUpkeep
@@ -77,6 +80,7 @@ typedef struct AwUpkeep
 typedef struct AwWorker
 {
 	Oid			extension_oid;	/* the extension whose queue we work on */
+	int			schema;			/* the version of its tables (aw_queue_schema) */
 	int64		token;			/* what our claims carry (queue.claimed_by) */
 	int			said_waiting;	/* the AwQueueState last logged as waited for */
 	AwPhase		phase;
@@ -92,7 +96,8 @@ typedef struct AwWorker
 	MemoryContext turn_cxt;		/* reset every loop */
 
 	AwClock		clock;
-	AwCursors	cursors;		/* where each webhook's scans start (cursor.c) */
+	AwCursors	cursors;		/* where each webhook's scans of the queue start (cursor.c) */
+	AwStream	stream;			/* where it is in the stream of new deliveries (stream.c) */
 	AwUpkeep	upkeep;
 
 	/* waiting deliveries of deleted webhooks seen at the last sweep */

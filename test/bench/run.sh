@@ -115,17 +115,55 @@ end_calls_sql() {  # N PREFIX ASSISTANT
                t.variables, t.transcript
           FROM generate_series(1, $1) g, bench_template t;"
 }
-queue_empty() { [ "$(psql_ "-c \"SELECT count(*) FROM aloro_webhook.queue WHERE webhook_id = $1\"")" = 0 ]; }
-wait_drained() {  # WEBHOOK_ID TIMEOUT_S
-  local deadline=$(( $(date +%s) + $2 ))
-  until queue_empty "$1"; do
-    [ "$(date +%s)" -gt "$deadline" ] && { echo "gave up waiting for webhook $1 to drain"; exit 1; }
-    sleep 0.02
-  done
-}
+# whether a webhook's deliveries are all done, cheaply (the queue's index, the stream's cursors,
+# then the stream's short tail), and a wait for it that polls inside the server -- committing
+# between polls, so that it holds no snapshot -- rather than starting a psql every few ms, which
+# costs the two cores more than what it measures
+sqlf "CREATE FUNCTION bench_drained(hook bigint) RETURNS boolean LANGUAGE plpgsql AS \$\$
+BEGIN
+  IF EXISTS (SELECT 1 FROM aloro_webhook.queue q WHERE q.webhook_id = hook) THEN RETURN false; END IF;
+  IF EXISTS (SELECT 1 FROM aloro_webhook.stream_cursors c
+              WHERE c.share >= 0
+                AND (c.read_upto < (SELECT coalesce(max(d.id), 0) FROM aloro_webhook.delivery_log d)
+                     OR cardinality(c.in_flight) > 0)) THEN RETURN false; END IF;
+  RETURN NOT EXISTS (SELECT 1 FROM aloro_webhook._stream_pending() p WHERE p.webhook_id = hook);
+END \$\$;
+CREATE PROCEDURE bench_wait(hook bigint, timeout_s float8, INOUT done_ns bigint DEFAULT NULL) LANGUAGE plpgsql AS \$\$
+DECLARE t0 timestamptz := clock_timestamp();
+BEGIN
+  LOOP
+    COMMIT;
+    EXIT WHEN bench_drained(hook);
+    IF clock_timestamp() - t0 > timeout_s * interval '1 second' THEN
+      RAISE EXCEPTION 'gave up waiting for webhook % to drain', hook;
+    END IF;
+    PERFORM pg_sleep(0.002);
+  END LOOP;
+  done_ns := (extract(epoch FROM clock_timestamp()) * 1e9)::bigint;
+END \$\$;
+-- the same wait for pg_net's responses (how many), when it is measured
+CREATE PROCEDURE bench_wait_pg_net(n bigint, timeout_s float8, INOUT done_ns bigint DEFAULT NULL) LANGUAGE plpgsql AS \$\$
+DECLARE t0 timestamptz := clock_timestamp();
+BEGIN
+  LOOP
+    COMMIT;
+    EXIT WHEN (SELECT count(*) FROM net._http_response) >= n
+           OR clock_timestamp() - t0 > timeout_s * interval '1 second';
+    PERFORM pg_sleep(0.002);
+  END LOOP;
+  done_ns := (extract(epoch FROM clock_timestamp()) * 1e9)::bigint;
+END \$\$;
+-- the first delivery id not finished yet, as the workers' cursors say
+CREATE FUNCTION bench_unfinished() RETURNS bigint LANGUAGE sql AS \$\$
+  SELECT least(min(c.read_upto) + 1, min((SELECT min(x) FROM unnest(c.open_lo) x)),
+               min((SELECT min(x) FROM unnest(c.in_flight) x)))
+    FROM aloro_webhook.stream_cursors c WHERE c.share >= 0
+\$\$;" >/dev/null
+# wait_drained WEBHOOK_ID TIMEOUT_S: prints when it drained (ns since the epoch)
+wait_drained() { psql_ "-c 'CALL bench_wait($1, $2)'" || { echo "gave up waiting for webhook $1 to drain"; exit 1; }; }
 check_all_succeeded() {  # WEBHOOK_ID EXPECTED
   local ok
-  ok=$(psql_ "-c \"SELECT count(*) FROM aloro_webhook.delivery_log WHERE webhook_id = $1 AND status = 'succeeded'\"")
+  ok=$(psql_ "-c \"SELECT count(*) FROM aloro_webhook.deliveries WHERE webhook_id = $1 AND status = 'succeeded'\"")
   [ "$ok" = "$2" ] || { echo "LOST: webhook $1 has $ok of $2 deliveries succeeded"; exit 1; }
 }
 worker_anon_kb() {
@@ -155,7 +193,7 @@ if phase drain; then
 drain_hook=$(psql_ "-c \"SELECT aloro_webhook.create_webhook('http://127.0.0.1:$nport/sink', 'whsec_bench', assistant_id => 'asst_drain')\"")
 sqlf "$(end_calls_sql $N drain asst_drain)"
 [ -n "${BENCH_STATEMENTS:-}" ] && psql_ "-c 'SELECT pg_stat_statements_reset()'" >/dev/null
-t0=$(now_ns); wait_drained "$drain_hook" 600; t1=$(now_ns)
+t0=$(now_ns); t1=$(wait_drained "$drain_hook" 600)
 check_all_succeeded "$drain_hook" "$N"
 R[drain_rate]=$(rate $N $((t1 - t0)))
 R[drain_vs_bare]=$(ratio "${R[drain_rate]}" "${R[bare_rate]}")
@@ -176,7 +214,7 @@ exec 9> "$work/lt.fifo"
 echo "BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT count(*) FROM aloro_webhook.delivery_log;" >&9
 sleep 0.5
 sqlf "$(end_calls_sql $N lt asst_lt)"
-t0=$(now_ns); wait_drained "$lt_hook" 600; t1=$(now_ns)
+t0=$(now_ns); t1=$(wait_drained "$lt_hook" 600)
 echo "COMMIT;" >&9; exec 9>&-; wait $lt_psql || true
 check_all_succeeded "$lt_hook" "$N"
 R[long_tx_rate]=$(rate $N $((t1 - t0)))
@@ -201,8 +239,7 @@ for r in 100 1000; do
   from_id=$(psql_ "-c \"SELECT coalesce(max(id), 0) FROM aloro_webhook.delivery_log\"")
   aw_as_postgres "pgbench -n -h '$work' -p $port -c $clients -j 2 -R $r -T $LAT_T -f '$work/lat.pgb' postgres" > "$work/pgb_lat_$r.out" 2>&1
   t_end=$(now_ns)
-  wait_drained "$lat_hook" 60
-  backlog_ms=$(( ($(now_ns) - t_end) / 1000000 ))
+  backlog_ms=$(( ($(wait_drained "$lat_hook" 60) - t_end) / 1000000 ))
   sleep 0.2   # nginx writes its access log line after the response
   sent=$(psql_ "-c \"SELECT count(*) FROM aloro_webhook.delivery_log WHERE webhook_id = $lat_hook AND id > $from_id\"")
   check_all_succeeded "$lat_hook" "$(psql_ "-c \"SELECT count(*) FROM aloro_webhook.delivery_log WHERE webhook_id = $lat_hook\"")"
@@ -244,13 +281,13 @@ PGB
 done
 for round in $(seq "$ENQ_ROUNDS"); do
   for t in calls idle plain; do
-    wait_drained "$enq_hook" 120
+    wait_drained "$enq_hook" 120 >/dev/null
     aw_as_postgres "pgbench -n -h '$work' -p $port -c 4 -j 2 -T $PGB_T -f '$work/enq_$t.pgb' postgres" > "$work/pgb_enq_$t.out" 2>&1
     R[enqueue_${t}_xacts]=$(( ${R[enqueue_${t}_xacts]} + $(awk '/^number of transactions actually processed/ {print $NF}' "$work/pgb_enq_$t.out") ))
     R[enqueue_${t}_s]=$(( ${R[enqueue_${t}_s]} + PGB_T ))
   done
 done
-wait_drained "$enq_hook" 120
+wait_drained "$enq_hook" 120 >/dev/null
 check_all_succeeded "$enq_hook" "${R[enqueue_calls_xacts]}"
 held=$(psql_ "-c \"SELECT count(*) FROM aloro_webhook.queue WHERE webhook_id = $held_hook AND claimed_by IS NULL\"")
 [ "$held" = "${R[enqueue_idle_xacts]}" ] || { echo "LOST: $held of ${R[enqueue_idle_xacts]} held deliveries are queued"; exit 1; }
@@ -267,7 +304,7 @@ iso_hook=$(psql_ "-c \"SELECT aloro_webhook.create_webhook('http://127.0.0.1:$np
 hang_hook=$(psql_ "-c \"SELECT aloro_webhook.create_webhook('http://127.0.0.1:$hport/hang', 'whsec_bench', assistant_id => 'asst_hang')\"")
 nhang=$(( N / 100 ))
 sqlf "BEGIN; $(end_calls_sql $((N - nhang)) iso asst_iso) $(end_calls_sql $nhang hang asst_hang) COMMIT;"
-t0=$(now_ns); wait_drained "$iso_hook" 600; t1=$(now_ns)
+t0=$(now_ns); t1=$(wait_drained "$iso_hook" 600)
 check_all_succeeded "$iso_hook" "$((N - nhang))"
 R[isolation_rate]=$(rate $((N - nhang)) $((t1 - t0)))
 R[isolation_vs_clean]=$(ratio "${R[isolation_rate]}" "${R[drain_rate]}")
@@ -296,12 +333,16 @@ chunk=100000; [ $N_BACKLOG -lt $chunk ] && chunk=$N_BACKLOG
 # queued in one transaction, so that the drain starts from the whole backlog
 t_enq=$(now_ns)
 sqlf "$(end_calls_sql $N_BACKLOG bl asst_bl)"
+bl_first=$(psql_ "-c \"SELECT min(id) FROM aloro_webhook.delivery_log WHERE webhook_id = $bl_hook\"")
 R[backlog_enqueue_rate]=$(rate $N_BACKLOG $(( $(now_ns) - t_enq )))
 anon0=$(worker_anon_kb)
 t0=$(now_ns); last=$t0; next=$chunk; rates=()
 while :; do
-  left=$(psql_ "-c \"SELECT count(*) FROM aloro_webhook.queue WHERE webhook_id = $bl_hook\"")
-  done_n=$(( N_BACKLOG - left ))
+  # done: the rows before the first one the cursors have not finished, but those gone to the queue
+  done_n=$(psql_ "-c \"SELECT least($N_BACKLOG, greatest(0, bench_unfinished() - $bl_first)
+                                    - (SELECT count(*) FROM aloro_webhook.queue WHERE webhook_id = $bl_hook))\"")
+  left=$(( N_BACKLOG - done_n ))
+  [ "$left" = 0 ] && ! [ "$(psql_ "-c 'SELECT bench_drained($bl_hook)'")" = t ] && left=1
   if [ "$done_n" -ge "$next" ]; then
     t=$(now_ns); rates+=("$(rate $chunk $((t - last)))"); last=$t; next=$((next + chunk))
   fi
@@ -329,7 +370,7 @@ aw_as_postgres "pg_ctl -D '$work/data' -l '$work/server.log' -w start >/dev/null
 w2_hook=$(psql_ "-c \"SELECT aloro_webhook.create_webhook('http://127.0.0.1:$nport/sink', 'whsec_bench', assistant_id => 'asst_w2')\"")
 until [ "$(psql_ "-c \"SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'aloro_webhook worker'\"")" = 2 ]; do sleep 0.1; done
 sqlf "$(end_calls_sql $N w2 asst_w2)"
-t0=$(now_ns); wait_drained "$w2_hook" 600; t1=$(now_ns)
+t0=$(now_ns); t1=$(wait_drained "$w2_hook" 600)
 check_all_succeeded "$w2_hook" "$N"
 R[drain_2_workers_rate]=$(rate $N $((t1 - t0)))
 R[drain_2_workers_vs_1]=$(ratio "${R[drain_2_workers_rate]}" "${R[drain_rate]:-0}")
@@ -355,10 +396,9 @@ elif [ -f "$(aw_as_postgres "pg_config --sharedir")/extension/pg_net.control" ];
     printf '%s' "$(cat "$work/body.json")" > "$work/body.sql.txt"; chown postgres "$work/body.sql.txt"
     sqlf "CREATE TEMP TABLE b AS SELECT pg_read_file('$work/body.sql.txt')::jsonb AS body;
 SELECT count(net.http_post('http://127.0.0.1:$nport/pgnet', (SELECT body FROM b))) FROM generate_series(1, $N);" >/dev/null
+    # polled inside the server, as aloro_webhook's drain is (bench_wait)
     t0=$(now_ns)
-    until [ "$(psql_ "-c 'SELECT count(*) FROM net._http_response'")" -ge "$N" ]; do
-      [ $(( ($(now_ns) - t0) / 1000000000 )) -gt 600 ] && break; sleep 0.05; done
-    t1=$(now_ns)
+    t1=$(psql_ "-c 'CALL bench_wait_pg_net($N, 600)'")
     good=$(psql_ "-c 'SELECT count(*) FROM net._http_response WHERE status_code = 200'")
     R[pg_net_${b}_good_rate]=$(rate "$good" $((t1 - t0)))
     echo "pg_net batch_size $b: $good of $N answered 200, ${R[pg_net_${b}_good_rate]} good/s"

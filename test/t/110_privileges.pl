@@ -183,7 +183,8 @@ $node->safe_psql('postgres', $evidence_sql);
 	my $slow = start_receiver(name => 'privileges_slow');
 	my $w = add_webhook($node, "$slow->{url}/slow/1500", tag => 'asst_priv_inflight');
 	my $d = end_call($node, 'call_priv_inflight', tag => 'asst_priv_inflight');
-	ok(poll_until($node, "SELECT claimed_at IS NOT NULL FROM aloro_webhook.deliveries WHERE id = $d", 't', 10),
+	ok(wait_for_requests($slow, sub { grep { ($_->{headers}{'x-aloro-delivery'} // '') eq $d } @_ },
+			10, 'the request to be in flight'),
 		'public: the delivery is in flight');
 	$node->safe_psql('postgres', "DELETE FROM aloro_webhook.webhooks WHERE id = $w");
 	ok(poll_until($node, "SELECT status FROM aloro_webhook.deliveries WHERE id = $d", 'succeeded', 20)
@@ -192,7 +193,8 @@ $node->safe_psql('postgres', $evidence_sql);
 	# and one whose attempt fails while its webhook is gone (the orphaned branch)
 	my $w2 = add_webhook($node, "$slow->{url}/slow/1500?status=500", tag => 'asst_priv_inflight2');
 	my $d2 = end_call($node, 'call_priv_inflight2', tag => 'asst_priv_inflight2');
-	ok(poll_until($node, "SELECT claimed_at IS NOT NULL FROM aloro_webhook.deliveries WHERE id = $d2", 't', 10),
+	ok(wait_for_requests($slow, sub { grep { ($_->{headers}{'x-aloro-delivery'} // '') eq $d2 } @_ },
+			10, 'the failing request to be in flight'),
 		'public: a failing delivery is in flight');
 	$node->safe_psql('postgres', "DELETE FROM aloro_webhook.webhooks WHERE id = $w2");
 	ok(poll_until($node, "SELECT status FROM aloro_webhook.deliveries WHERE id = $d2", 'failed', 20),

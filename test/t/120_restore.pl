@@ -55,7 +55,8 @@ ok(poll_until($node,
 		   FROM aloro_webhook.deliveries WHERE webhook_id IN ($ok, $bad)", 't', 30),
 	'source: the deliveries that can succeed did, those that cannot failed');
 my $slow_id = end_call($node, 'call_r_slow', tag => 'asst_r_slow');
-ok(poll_until($node, "SELECT claimed_at IS NOT NULL FROM aloro_webhook.deliveries WHERE id = $slow_id", 't', 10),
+ok(wait_for_requests($rcv, sub { grep { ($_->{headers}{'x-aloro-delivery'} // '') eq $slow_id } @_ },
+		10, 'the slow request to be in flight'),
 	'source: one delivery is in flight while the dump is taken');
 
 my $state_sql = q{

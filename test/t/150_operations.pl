@@ -284,12 +284,12 @@ my $std_secret = sql('SELECT aloro_webhook.generate_secret()');
 # Retention: succeeded ones pruned after retention, failed ones kept longer
 # ---------------------------------------------------------------------------
 {
-	my $before = sql("SELECT count(*) FROM aloro_webhook.delivery_log WHERE status = 'failed'");
+	my $before = sql("SELECT count(*) FROM aloro_webhook.deliveries WHERE status = 'failed'");
 	ok($before > 0, 'there are failed deliveries to keep');
-	my $pending = sql("SELECT count(*) FROM aloro_webhook.delivery_log WHERE status = 'pending'");
+	my $pending = sql("SELECT count(*) FROM aloro_webhook.deliveries WHERE status = 'pending'");
 	aw_set($node, 'aloro_webhook.retention' => '1s');
 	ok(poll_until($node,
-			"SELECT count(*) = 0 FROM aloro_webhook.delivery_log WHERE status = 'succeeded' AND finished_at < now() - interval '1 second'",
+			"SELECT count(*) = 0 FROM aloro_webhook.deliveries WHERE status = 'succeeded' AND finished_at < now() - interval '1 second'",
 			't', 60), 'retention 1s: succeeded deliveries are pruned');
 	ok(poll_until($node,
 			"SELECT count(*) = 0 FROM aloro_webhook.delivery_attempts a
@@ -298,14 +298,14 @@ my $std_secret = sql('SELECT aloro_webhook.generate_secret()');
 	is(sql("SELECT count(*) FROM aloro_webhook.payloads p
 			 WHERE NOT EXISTS (SELECT 1 FROM aloro_webhook.delivery_log d WHERE d.payload_id = p.id)"), '0',
 		'no body is left that no delivery uses');
-	is(sql("SELECT count(*) FROM aloro_webhook.delivery_log WHERE status = 'failed'"), $before,
+	is(sql("SELECT count(*) FROM aloro_webhook.deliveries WHERE status = 'failed'"), $before,
 		'failed deliveries are kept (failed_retention 90 days)');
-	is(sql("SELECT count(*) FROM aloro_webhook.delivery_log WHERE status = 'pending'"), $pending,
+	is(sql("SELECT count(*) FROM aloro_webhook.deliveries WHERE status = 'pending'"), $pending,
 		'pending deliveries are never pruned');
 	aw_set($node, 'aloro_webhook.failed_retention' => '1s');
-	ok(poll_until($node, "SELECT count(*) = 0 FROM aloro_webhook.delivery_log WHERE status = 'failed'", 't', 60),
+	ok(poll_until($node, "SELECT count(*) = 0 FROM aloro_webhook.deliveries WHERE status = 'failed'", 't', 60),
 		'failed_retention 1s: failed deliveries are pruned too');
-	is(sql("SELECT count(*) FROM aloro_webhook.delivery_log WHERE status = 'pending'"), $pending,
+	is(sql("SELECT count(*) FROM aloro_webhook.deliveries WHERE status = 'pending'"), $pending,
 		'pending deliveries are still there');
 	# a new delivery still goes through after pruning
 	aw_set($node, 'aloro_webhook.retention' => undef, 'aloro_webhook.failed_retention' => undef);
