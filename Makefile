@@ -11,7 +11,7 @@ SHLIB_LINK = -lcurl -lssl -lcrypto
 REGRESS    = $(patsubst test/sql/%.sql,%,$(sort $(wildcard test/sql/*.sql)))
 REGRESS_OPTS = --inputdir=test
 PROVE_TESTS = $(sort $(wildcard test/t/*.pl))
-EXTRA_CLEAN = tmp_check results regression.diffs regression.out log build
+EXTRA_CLEAN = tmp_check results regression.diffs regression.out log build $(addsuffix .d,$(OBJS))
 
 # --- the install and upgrade scripts, built from sql/ (see sql/README.md) ---
 # The version CREATE EXTENSION installs, and the files that define it, in the
@@ -29,6 +29,12 @@ DATA_built  = build/$(EXTENSION)--$(EXT_VERSION).sql $(UPGRADES) $(RELEASED)
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
+
+# each object's header dependencies: PGXS tracks none, and an object built
+# before a struct in a header changed would keep the old layout
+src/%.o.d: src/%.c
+	@$(CC) $(CPPFLAGS) -MM -MP -MT "$(@:.d=) $(@:.o.d=.bc)" -MF $@ $<
+-include $(addsuffix .d,$(OBJS))
 
 # after the include: Makefile.global resets PROVE_FLAGS
 PROVE_FLAGS = -I ./test/t --timer

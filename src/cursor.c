@@ -66,8 +66,11 @@ aw_cursors_reset(AwCursors *c)
  *		the earliest due time committed since the last scan, or all
  *		forgotten once a second.  The hint is taken before the scan's
  *		snapshot, so a commit it missed publishes for the next scan.
+ *		Returns whether anything was published since, or the cursors were
+ *		forgotten: then the queue has to be looked at whatever the worker
+ *		knew of it.
  */
-void
+bool
 aw_cursors_before_scan(AwCursors *c)
 {
 	TimestampTz rewind = aw_take_rewind();
@@ -77,10 +80,10 @@ aw_cursors_before_scan(AwCursors *c)
 	if (TimestampDifferenceExceeds(c->last_reset, GetCurrentTimestamp(), AW_CURSOR_RESET_MS))
 	{
 		aw_cursors_reset(c);
-		return;
+		return true;
 	}
 	if (rewind == DT_NOEND)
-		return;
+		return false;
 	hash_seq_init(&seq, c->by_webhook);
 	while ((cur = hash_seq_search(&seq)) != NULL)
 		if (rewind <= cur->due_at)
@@ -89,6 +92,7 @@ aw_cursors_before_scan(AwCursors *c)
 			cur->due_at = rewind;
 			cur->delivery_id = PG_INT64_MIN;
 		}
+	return true;
 }
 
 /* The worker claimed this row of webhook_id: its scans start after it. */

@@ -32,7 +32,7 @@ typedef struct AwCursors
 
 extern void aw_cursors_init(AwCursors *c);
 extern void aw_cursors_reset(AwCursors *c);
-extern void aw_cursors_before_scan(AwCursors *c);
+extern bool aw_cursors_before_scan(AwCursors *c);
 extern void aw_cursors_advance(AwCursors *c, int64 webhook_id, TimestampTz due_at, int64 delivery_id);
 extern void aw_cursors_args(AwCursors *c, AwCursorArgs *args);
 

@@ -34,6 +34,8 @@
 #include "aloro_webhook.h"
 
 #include "access/htup_details.h"
+#include "access/toast_compression.h"
+#include "access/toast_internals.h"
 #include "catalog/pg_proc.h"
 #include "miscadmin.h"
 #include "access/xact.h"
@@ -345,6 +347,22 @@ aw_bool_array(const bool *values, int n)
 	return PointerGetDatum(construct_array(d, n, BOOLOID, 1, true, TYPALIGN_CHAR));
 }
 
+/*
+ * A body as the text datum delivery_log stores, compressed (lz4) when that
+ * makes it smaller: rows of a couple of kB are under the size at which
+ * PostgreSQL compresses a row itself, and the body is most of what a call
+ * end writes to the WAL.  Reading it back decompresses it, as for any
+ * compressed value.
+ */
+static Datum
+aw_body_datum(const char *body)
+{
+	Datum		plain = CStringGetTextDatum(body);
+	Datum		packed = toast_compress_datum(plain, TOAST_LZ4_COMPRESSION);
+
+	return packed != (Datum) 0 ? packed : plain;
+}
+
 /* 0.3.0: the ended mark and one delivery_log row, the common case */
 static void
 aw_end_call_one(const char *call_id, Oid source, const AwMatch *match, const AwVariant *v,
@@ -358,7 +376,7 @@ aw_end_call_one(const char *call_id, Oid source, const AwMatch *match, const AwV
 	args[0] = CStringGetTextDatum(call_id);
 	args[1] = ObjectIdGetDatum(source);
 	args[2] = Int64GetDatum(match->id);
-	args[3] = v->body ? CStringGetTextDatum(v->body) : (Datum) 0;
+	args[3] = v->body ? aw_body_datum(v->body) : (Datum) 0;
 	nulls[3] = v->body ? ' ' : 'n';
 	args[4] = Int32GetDatum(v->body ? (int32) strlen(v->body) : 0);
 	args[5] = v->error ? CStringGetTextDatum(v->error) : (Datum) 0;
@@ -416,55 +434,40 @@ aw_call_arrays(AwMatch *matches, int nmatch, AwVariant *variants, AwCallArrays *
 	a->errors = aw_text_array(errors, nmatch);
 }
 
-/* 0.3.0: the ended mark, shared bodies, one delivery_log row per match */
+/*
+ * The ended mark and every delivery of the call in one statement: 0.3.0's
+ * (shared bodies in payloads, one delivery_log row per match), or 0.2.0's
+ * (every body in payloads, a queue row per pending delivery).
+ */
 static void
-aw_end_call_many(const char *call_id, Oid source, AwMatch *matches, int nmatch,
+aw_end_call_many(int schema, const char *call_id, Oid source, AwMatch *matches, int nmatch,
 				 AwVariant *variants, Interval *first_delay)
 {
 	Datum		args[10];
 	AwCallArrays a;
+	SPIPlanPtr	plan;
 
-	aw_prepare_once(&aw_end_plan, AW_END_SQL, 10,
-					(Oid[]) {TEXTOID, OIDOID, INT4ARRAYOID, TEXTARRAYOID, INT4ARRAYOID, BOOLARRAYOID,
-					INT8ARRAYOID, INT4ARRAYOID, TEXTARRAYOID, INTERVALOID});
+	if (schema == 2)
+		plan = aw_prepare_once(&aw_end_020_plan, AW_END_020_SQL, 10,
+							   (Oid[]) {TEXTOID, OIDOID, INT4ARRAYOID, TEXTARRAYOID, INT4ARRAYOID,
+							   INT8ARRAYOID, INT4ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, INTERVALOID});
+	else
+		plan = aw_prepare_once(&aw_end_plan, AW_END_SQL, 10,
+							   (Oid[]) {TEXTOID, OIDOID, INT4ARRAYOID, TEXTARRAYOID, INT4ARRAYOID,
+							   BOOLARRAYOID, INT8ARRAYOID, INT4ARRAYOID, TEXTARRAYOID, INTERVALOID});
 	aw_call_arrays(matches, nmatch, variants, &a);
 	args[0] = CStringGetTextDatum(call_id);
 	args[1] = ObjectIdGetDatum(source);
 	args[2] = a.numbers;
 	args[3] = a.bodies;
 	args[4] = a.bytes;
-	args[5] = a.shared;
-	args[6] = a.hooks;
-	args[7] = a.which;
+	/* 0.2.0's takes each delivery's status; 0.3.0's, which bodies are shared */
+	args[5] = schema == 2 ? a.hooks : a.shared;
+	args[6] = schema == 2 ? a.which : a.hooks;
+	args[7] = schema == 2 ? a.statuses : a.which;
 	args[8] = a.errors;
 	args[9] = IntervalPGetDatum(first_delay);
-	if (SPI_execute_plan(aw_end_plan, args, NULL, false, 0) < 0)
-		elog(ERROR, "could not queue the deliveries of call \"%s\"", call_id);
-}
-
-/* 0.2.0's tables: the call's rows, in one statement */
-static void
-aw_end_call_020(const char *call_id, Oid source, AwMatch *matches, int nmatch, AwVariant *variants,
-				Interval *first_delay)
-{
-	Datum		args[10];
-	AwCallArrays a;
-
-	aw_prepare_once(&aw_end_020_plan, AW_END_020_SQL, 10,
-					(Oid[]) {TEXTOID, OIDOID, INT4ARRAYOID, TEXTARRAYOID, INT4ARRAYOID,
-					INT8ARRAYOID, INT4ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, INTERVALOID});
-	aw_call_arrays(matches, nmatch, variants, &a);
-	args[0] = CStringGetTextDatum(call_id);
-	args[1] = ObjectIdGetDatum(source);
-	args[2] = a.numbers;
-	args[3] = a.bodies;
-	args[4] = a.bytes;
-	args[5] = a.hooks;
-	args[6] = a.which;
-	args[7] = a.statuses;
-	args[8] = a.errors;
-	args[9] = IntervalPGetDatum(first_delay);
-	if (SPI_execute_plan(aw_end_020_plan, args, NULL, false, 0) != SPI_OK_INSERT)
+	if (SPI_execute_plan(plan, args, NULL, false, 0) < 0)
 		elog(ERROR, "could not queue the deliveries of call \"%s\"", call_id);
 }
 
@@ -482,20 +485,22 @@ aw_end_call(int schema, const char *call_id, Oid source, AwMatch *matches, int n
 
 	/* the stream's readers count on the transaction's id coming before the rows' ids (stream.c) */
 	(void) GetCurrentTransactionId();
-	if (schema == 2)
-		aw_end_call_020(call_id, source, matches, nmatch, variants, first_delay);
-	else if (nmatch == 1)
+	if (schema >= 3 && nmatch == 1)
 		aw_end_call_one(call_id, source, &matches[0], &variants[matches[0].include_recording ? 1 : 0],
 						first_delay);
 	else
-		aw_end_call_many(call_id, source, matches, nmatch, variants, first_delay);
+		aw_end_call_many(schema, call_id, source, matches, nmatch, variants, first_delay);
 
 	for (int i = 0; i < nmatch; i++)
 		if (variants[matches[i].include_recording].error == NULL)
 		{
 			if (matches[i].enabled)
 			{
-				aw_wake_worker_for(GetCurrentTransactionStartTimestamp() + first_delay->time);
+				/* the stream's rows need no hint: the worker reads on from its cursor */
+				if (schema >= 3)
+					aw_wake_worker_at_commit();
+				else
+					aw_wake_worker_for(GetCurrentTransactionStartTimestamp() + first_delay->time);
 				return;
 			}
 			held = true;

@@ -15,6 +15,7 @@
 #include "executor/spi.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/timestamp.h"
 
 #include "queue.h"
 #include "spi_util.h"
@@ -385,21 +386,43 @@ aw_record_guarded(AwDelivery **results, int n, bool with_attempts, const char *f
 }
 
 /*
+ * After a batch failed to record, batches are recorded with care (a
+ * subtransaction, row by row on failure) until this long has passed.
+ */
+#define AW_RECORD_CAREFUL_MS 60000
+
+/* until when batches are recorded with care (0: not) */
+static TimestampTz aw_record_careful_until = 0;
+
+/*
  * aw_queue_record
  *		Writes the outcome of finished requests.  The batch goes in one
- *		statement inside a subtransaction; if that fails (say, a constraint a
- *		user added to the history table), each result is retried on its own so
- *		that one bad row cannot block or re-send the others; a result whose
- *		attempt row is refused still moves its delivery on (next attempt on
- *		schedule, or finished).  Transient errors (a lock timeout, a cancel)
- *		are thrown on: the caller retries the whole batch later.
+ *		statement.  Usually nothing refuses it, and it runs as it is; when
+ *		one did (an error fails the turn, which is retried), the batches of
+ *		the next minute go inside a subtransaction: if that fails (say, a
+ *		constraint a user added to the history table), each result is
+ *		retried on its own so that one bad row cannot block or re-send the
+ *		others; a result whose attempt row is refused still moves its
+ *		delivery on (next attempt on schedule, or finished).  Transient
+ *		errors (a lock timeout, a cancel) are thrown on: the caller retries
+ *		the whole batch later.
  */
 void
 aw_queue_record(AwDelivery **results, int n, int64 token)
 {
+	TimestampTz now = GetCurrentTimestamp();
+
 	if (n == 0)
 		return;
 	aw_record_token = token;
+	if (now >= aw_record_careful_until)
+	{
+		/* should it fail, the turn is retried, carefully */
+		aw_record_careful_until = now + (TimestampTz) AW_RECORD_CAREFUL_MS * 1000;
+		aw_record_batch(results, n, true);
+		aw_record_careful_until = 0;
+		return;
+	}
 	if (n > 1 && aw_record_guarded(results, n, true, NULL))
 		return;
 	for (int i = 0; i < n; i++)

@@ -141,11 +141,16 @@ aw_leaving_gone(AwLeaving *l, int64 id, int64 webhook_id)
 	l->gone_webhooks[l->ngone++] = webhook_id;
 }
 
-/* the number of rows waiting for room, for the clock */
-int
-aw_stream_waiting(const AwStream *s)
+/* do rows of the stream wait for room (read and not sent, or not read yet)? */
+bool
+aw_stream_behind(const AwStream *s)
 {
-	return s->nwaiting;
+	if (s->nwaiting > 0 || s->read_full)
+		return true;
+	for (int i = 0; i < s->nopen; i++)
+		if (s->open[i].look_now)
+			return true;
+	return false;
 }
 
 void
@@ -847,6 +852,7 @@ aw_stream_read(AwWorker *w, Snapshot snap, TransactionId next, TimestampTz now, 
 		elog(ERROR, "could not read the stream of deliveries");
 	rows = palloc(sizeof(AwReadRow) * Max(SPI_processed, 1));
 	n = aw_read_rows(rows);
+	s->read_full = n >= limit;
 	for (int i = 0; i < n; i++)
 	{
 		AwReadRow  *r = &rows[i];
@@ -968,6 +974,8 @@ aw_stream_claim(AwWorker *w, AwSlots *slots, TimestampTz now, TimestampTz *due)
 	aw_stream_look(w, snap, now, &leaving, s->max_waiting);
 	s->not_before = 0;
 	free_room = Max(slots->cap - slots->total, 0);
+	/* no room to read into: rows may wait unread */
+	s->read_full = free_room == 0 || s->nwaiting >= s->max_waiting;
 	if (free_room > 0 && s->nwaiting < s->max_waiting)
 		aw_stream_read(w, snap, next, now, Min(free_room, s->max_waiting - s->nwaiting), &leaving);
 

@@ -59,6 +59,7 @@ typedef struct AwStream
 	int			max_waiting;	/* read ahead at most (the room in flight, times a few) */
 	TimestampTz not_before;		/* the next row is not due before (0: none) */
 	TimestampTz queued_due;		/* rows left for the queue this turn, the first due then (0: none) */
+	bool		read_full;		/* the last read stopped at its limit: more rows may wait */
 	/* what the row says, to write it only when it changes */
 	int64		saved_read_upto;
 	uint64		saved_sig;
@@ -75,6 +76,6 @@ extern void aw_stream_committed(AwStream *s);
 extern int	aw_stream_claim(struct AwWorker *w, struct AwSlots *slots, TimestampTz now,
 							TimestampTz *due);
 extern void aw_stream_save(struct AwWorker *w);
-extern int	aw_stream_waiting(const AwStream *s);
+extern bool aw_stream_behind(const AwStream *s);
 
 #endif							/* ALORO_WEBHOOK_STREAM_H */

@@ -90,28 +90,22 @@ aw_exclusions(AwSlots *slots, AwPaced *paced, AwPaced *big, int64 **out)
 }
 
 /*
- * aw_claim_due
- *		Fills the free room with due deliveries.  Runs inside the turn's
- *		transaction; the claimed ones are started after it commits.
+ * aw_claim_queue
+ *		Fills the free room with due deliveries from the queue, and learns
+ *		when the next one there is due (w->queue_due).
  */
 static void
-aw_claim_due(AwWorker *w)
+aw_claim_queue(AwWorker *w, AwSlots *slots_p, TimestampTz now)
 {
-	AwSlots		slots;
+	AwSlots		slots = *slots_p;
 	dlist_head *held[2] = {&w->claimed, &w->in_flight};
 	bool		more_due = true;
 	bool		bytes_full = false;
 	AwPaced		big = {NULL, 0, 0};	/* webhooks whose next body is too big for the room */
 	int			claimed = 0;
 	AwPaced		paced = {NULL, 0, 0};
-	TimestampTz now = GetCurrentTimestamp();
+	int			nexcluded = 0;
 
-	aw_slots_count(&slots, w->turn_cxt, held, lengthof(held));
-	/* after a policy change, nothing new starts on the old connections */
-	if (!aw_http_ready_for_new())
-		slots.cap = 0;
-
-	aw_cursors_before_scan(&w->cursors);
 	for (int round = 0; round < AW_MAX_CLAIM_ROUNDS && slots.total < slots.cap && more_due; round++)
 	{
 		int64	   *exclude;
@@ -195,6 +189,7 @@ aw_claim_due(AwWorker *w)
 		AwCursorArgs cur;
 
 		aw_cursors_args(&w->cursors, &cur);
+		nexcluded = nexclude;
 		w->clock.have_due = aw_queue_next_due(exclude, nexclude, &cur, &w->clock.due);
 		if (w->clock.have_due && claimed == 0 && w->clock.due <= GetCurrentTransactionStartTimestamp())
 		{
@@ -202,11 +197,52 @@ aw_claim_due(AwWorker *w)
 			w->clock.due = GetCurrentTimestamp() + AW_RECHECK_MS * 1000;
 		}
 	}
+	/*
+	 * What the next turns need not ask the queue again: nothing is due there
+	 * before w->queue_due -- unless rows were left for want of room, or some
+	 * webhooks were left out of the look, or someone queues something
+	 * (aw_claim_due).
+	 */
+	if (more_due || nexcluded > 0 || paced.n > 0 || big.n > 0 || slots.total >= slots.cap)
+		w->queue_due = 0;
+	else
+		w->queue_due = w->clock.have_due ? w->clock.due : DT_NOEND;
 	/* a paced webhook with due deliveries: a turn when its next request may start */
 	if (paced.n > 0 && (!w->clock.have_due || paced.earliest < w->clock.due))
 	{
 		w->clock.have_due = true;
 		w->clock.due = paced.earliest;
+	}
+	*slots_p = slots;
+}
+
+/*
+ * aw_claim_due
+ *		Fills the free room with due deliveries: from the queue (when it may
+ *		have any due), then new ones from the stream.  Runs inside the turn's
+ *		transaction; the claimed ones are started after it commits.
+ */
+static void
+aw_claim_due(AwWorker *w)
+{
+	AwSlots		slots;
+	dlist_head *held[2] = {&w->claimed, &w->in_flight};
+	TimestampTz now = GetCurrentTimestamp();
+
+	aw_slots_count(&slots, w->turn_cxt, held, lengthof(held));
+	/* after a policy change, nothing new starts on the old connections */
+	if (!aw_http_ready_for_new())
+		slots.cap = 0;
+
+	/* someone queued something since: what the worker knew of the queue is old */
+	if (aw_cursors_before_scan(&w->cursors))
+		w->queue_due = 0;
+	if (w->queue_due == 0 || w->queue_due <= now)
+		aw_claim_queue(w, &slots, now);
+	else
+	{
+		w->clock.have_due = w->queue_due != DT_NOEND;
+		w->clock.due = w->queue_due;
 	}
 
 	/* then the new deliveries, from the stream, for the room left (0.3.0's tables) */
@@ -221,6 +257,9 @@ aw_claim_due(AwWorker *w)
 			w->clock.due = stream_due;
 		}
 	}
+	/* deliveries wait for room: the next turn comes as soon as there is some */
+	w->behind = w->queue_due == 0 || (w->queue_due != DT_NOEND && w->queue_due <= now) ||
+		(aw_queue_schema() >= 3 && aw_stream_behind(&w->stream));
 }
 
 /* the queue we worked on is gone (extension dropped, or dropped and re-created) */
@@ -237,6 +276,7 @@ aw_detach_queue(AwWorker *w)
 	aw_rate_forget();
 	aw_upkeep_forget(&w->upkeep);
 	w->clock.have_due = false;
+	w->queue_due = 0;
 	w->extension_oid = InvalidOid;
 }
 
@@ -264,6 +304,9 @@ aw_record_finished(AwWorker *w)
 
 		aw_schedule_next(&d->outcome, d->budget_start);
 		ds[n++] = d;
+		/* a retry (or a queue row gone) changes what the queue holds */
+		if (!d->streamed || strcmp(d->outcome.new_status, "succeeded") != 0)
+			w->queue_due = 0;
 	}
 	aw_queue_record(ds, n, w->token);
 	aw_health_turn(ds, n);
@@ -366,6 +409,7 @@ aw_turn(AwWorker *w)
 		{
 			released = aw_release_stale_claims(w);
 			attached = extension_oid;
+			w->queue_due = 0;
 		}
 		if (w->nfinished > 0)
 			recorded = aw_record_finished(w);
@@ -416,6 +460,7 @@ aw_turn_failed(AwWorker *w)
 	aw_delivery_free_list(&w->claimed);
 	w->nclaimed = 0;
 	aw_stream_turn_failed(&w->stream);
+	w->queue_due = 0;
 	aw_health_aborted();
 	w->clock.retry_at = GetCurrentTimestamp() + AW_RETRY_MS * 1000;
 	w->clock.have_due = true;
@@ -453,6 +498,7 @@ aw_sweep(AwWorker *w)
 	aw_xact_commit();
 	memcpy(w->orphans, seen, sizeof(int64) * nseen);
 	w->norphans = nseen;
+	w->queue_due = 0;			/* it may have released or failed some */
 	w->clock.last_sweep = GetCurrentTimestamp();
 	w->phase = AW_PHASE_IDLE;
 	pgstat_report_activity(STATE_IDLE, NULL);

@@ -72,8 +72,12 @@
 
 static AwWorker W;
 
-/* the longest an attempt that came back waits for others to be recorded with */
+/* the longest an attempt that came back waits for others to be recorded with, while deliveries wait for room */
 #define AW_GATHER_MS 1
+/* the same once the worker has caught up: it waits for the next commit's turn, or this long */
+#define AW_RECORD_WAIT_MS 10
+/* the shortest time between turns started by commits (which wait for each other) */
+#define AW_WAKE_GATHER_MS 2
 
 /* the settings that decide whether a connection may be used */
 static void
@@ -105,23 +109,39 @@ aw_clock_sleep_ms(const AwClock *clock, TimestampTz now, bool work_waiting)
 		timeout = 0;
 	if (clock->have_due)
 		timeout = Min(timeout, aw_ms_until(clock->due, now));
+	if (clock->woken && clock->retry_at <= now)
+		timeout = Min(timeout, aw_ms_until(clock->last_turn + AW_WAKE_GATHER_MS * 1000, now));
 	return Max(timeout, 0);
 }
 
 /*
  * Have enough attempts come back for a turn to record them?  A turn costs
  * about the same for one as for dozens (its transaction, its statements'
- * start-up), so while requests are still out the ones back wait for each
- * other -- until they are as many as those still out, or the oldest has
- * waited AW_GATHER_MS.  A commit that queues work starts a turn at once.
+ * start-up).  While deliveries wait for room (behind), the turn that records
+ * is also the one that starts the next: the ones back wait for each other
+ * until they are as many as those still out, or the oldest has waited
+ * AW_GATHER_MS.  Once caught up, recording is not in a hurry: the next
+ * commit's turn records them, or a turn after AW_RECORD_WAIT_MS.
  */
 static bool
 aw_record_ready(TimestampTz now)
 {
 	if (W.nfinished == 0)
 		return false;
-	return W.nfinished >= aw_http_in_flight() || W.nfinished >= aw_batch_size ||
+	if (W.nfinished >= aw_batch_size)
+		return true;
+	/* caught up: the attempts wait for the next commit's turn, or a while */
+	if (!W.behind)
+		return TimestampDifferenceExceeds(W.finished_since, now, AW_RECORD_WAIT_MS);
+	return W.nfinished >= aw_http_in_flight() ||
 		TimestampDifferenceExceeds(W.finished_since, now, AW_GATHER_MS);
+}
+
+/* how long the attempts that came back may still wait, in ms */
+static long
+aw_record_wait_ms(TimestampTz now)
+{
+	return aw_ms_until(W.finished_since + (W.behind ? AW_GATHER_MS : AW_RECORD_WAIT_MS) * 1000, now);
 }
 
 /*
@@ -137,22 +157,31 @@ aw_sleep_ms(TimestampTz now)
 	long		timeout = aw_clock_sleep_ms(&W.clock, now, work_waiting);
 
 	if (W.nfinished > 0 && !record_ready)
-		timeout = Min(timeout, aw_ms_until(W.finished_since + AW_GATHER_MS * 1000, now));
+		timeout = Min(timeout, aw_record_wait_ms(now));
 	if (OidIsValid(W.extension_oid))
 		timeout = Min(timeout, aw_ms_until(aw_upkeep_next(&W.upkeep), now));
 	return timeout;
 }
 
-/* is a turn due now? */
+/*
+ * Is a turn due now?  A commit that queues work wakes the worker; commits
+ * that come within AW_WAKE_GATHER_MS of the last turn wait for each other
+ * (a turn costs about the same for one delivery as for several).  At a
+ * call a second apart, every commit still starts a turn at once.
+ */
 static bool
-aw_clock_turn_due(AwClock *clock, TimestampTz now, bool woken, bool finished)
+aw_clock_turn_due(AwClock *clock, TimestampTz now, bool finished)
 {
+	bool		woken = clock->woken;
+
 	if (woken && clock->retry_at > now)
 	{
 		/* woken during the pause after a failed turn: come back after it */
 		clock->have_due = true;
 		clock->due = clock->retry_at;
 	}
+	if (woken && !TimestampDifferenceExceeds(clock->last_turn, now, AW_WAKE_GATHER_MS))
+		woken = false;			/* still pending: aw_clock_sleep_ms wakes us for it */
 	return now >= clock->retry_at &&
 		(woken || finished || (clock->have_due && clock->due <= now) ||
 		 TimestampDifferenceExceeds(clock->last_turn, now, aw_idle_check_ms));
@@ -311,7 +340,6 @@ aw_worker_main(Datum main_arg)
 	{
 		WaitEvent	events[3];
 		int			nevents;
-		bool		woken = false;
 		TimestampTz now = GetCurrentTimestamp();
 
 		nevents = WaitEventSetWait(wes, aw_sleep_ms(now), events, lengthof(events), PG_WAIT_EXTENSION);
@@ -319,7 +347,7 @@ aw_worker_main(Datum main_arg)
 			if (events[i].events & WL_LATCH_SET)
 			{
 				ResetLatch(MyLatch);
-				woken = true;
+				W.clock.woken = true;
 			}
 		/* no statement runs here: a cancel has nothing to cancel */
 		QueryCancelPending = false;
@@ -343,9 +371,10 @@ aw_worker_main(Datum main_arg)
 		aw_drive();
 
 		now = GetCurrentTimestamp();
-		if (aw_clock_turn_due(&W.clock, now, woken, aw_record_ready(now)))
+		if (aw_clock_turn_due(&W.clock, now, aw_record_ready(now)))
 		{
 			W.clock.last_turn = now;
+			W.clock.woken = false;
 			aw_turn(&W);
 		}
 		if (OidIsValid(W.extension_oid) && W.phase == AW_PHASE_IDLE &&

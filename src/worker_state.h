@@ -47,6 +47,7 @@ typedef struct AwClock
 	TimestampTz retry_at;		/* after a failed turn, no turn before */
 	TimestampTz last_turn;
 	TimestampTz last_sweep;
+	bool		woken;			/* a commit queued work since the last turn */
 } AwClock;
 
 /*
@@ -97,6 +98,8 @@ typedef struct AwWorker
 
 	AwClock		clock;
 	AwCursors	cursors;		/* where each webhook's scans of the queue start (cursor.c) */
+	TimestampTz queue_due;		/* nothing in the queue is due before; 0: unknown, look */
+	bool		behind;			/* deliveries wait for room (as the last turn saw) */
 	AwStream	stream;			/* where it is in the stream of new deliveries (stream.c) */
 	AwUpkeep	upkeep;
 

@@ -43,7 +43,7 @@ psql_ "CREATE SEQUENCE public.bench_ids"
 # delivered so far, on every node (counted there: the history view would ship every row)
 delivered() {
   psql_ "SELECT sum(result::bigint) FROM run_command_on_all_nodes(
-           'SELECT count(*) FROM aloro_webhook.delivery_log WHERE status <> ''pending''')"
+           'SELECT count(*) FROM aloro_webhook.deliveries WHERE status <> ''pending''')"
 }
 wait_delivered() {
   local want=$1 deadline=$(( $(date +%s) + 900 ))
@@ -82,7 +82,7 @@ t1=$(date +%s%N)
 wait_delivered $(( before + n ))
 t2=$(date +%s%N)
 ok=$(psql_ "SELECT sum(result::bigint) FROM run_command_on_all_nodes(
-              'SELECT count(*) FROM aloro_webhook.delivery_log WHERE status = ''succeeded''')")
+              'SELECT count(*) FROM aloro_webhook.deliveries WHERE status = ''succeeded''')")
 t3=$(date +%s%N)
 hist=$(psql_ "SELECT count(*) FROM aloro_webhook.delivery_history")
 t4=$(date +%s%N)

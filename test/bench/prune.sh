@@ -6,7 +6,7 @@
 #   bash test/bench/prune.sh [YOUNG] [OLD]      (defaults: 4000000 young, 1000000 old)
 #
 # Builds and installs the extension, starts a throwaway cluster, fills
-# delivery_log, delivery_attempts and payloads directly with YOUNG recent
+# delivery_log, delivery_attempts and delivery_state directly with YOUNG recent
 # succeeded deliveries and OLD ones finished 40 days ago (one in ten of
 # them failed, which the 90-day failed_retention keeps), with the worker's
 # own pruning off, then prints:
@@ -39,23 +39,23 @@ t0=$(date +%s)
 psql_ "SET client_min_messages = warning;
 CREATE EXTENSION aloro_webhook;
 SELECT aloro_webhook.create_webhook('http://127.0.0.1:9/x', name => 'bench') AS wid \gset
-INSERT INTO aloro_webhook.payloads (id, call_id, body, bytes, created_at)
-SELECT g, 'c' || g, repeat('x', 200), 200,
-       CASE WHEN g <= $OLD THEN now() - interval '41 days' ELSE now() END
+INSERT INTO aloro_webhook.delivery_log (id, webhook_id, call_id, event, test, body, bytes, created_at)
+SELECT g, :wid, 'c' || g, 'call.ended', false, repeat('x', 200), 200,
+       CASE WHEN g <= $OLD THEN now() - interval '41 days' ELSE now() - interval '1 hour' END
   FROM generate_series(1, $OLD + $YOUNG) g;
-INSERT INTO aloro_webhook.delivery_log (id, webhook_id, call_id, event, test, payload_id, status, attempts,
-                                        created_at, finished_at, last_http_status)
-SELECT g, :wid, 'c' || g, 'call.ended', false, g,
-       CASE WHEN g <= $OLD AND g % 10 = 0 THEN 'failed' ELSE 'succeeded' END, 1,
-       CASE WHEN g <= $OLD THEN now() - interval '41 days' ELSE now() - interval '1 hour' END,
-       CASE WHEN g <= $OLD THEN now() - interval '40 days' ELSE now() - interval '59 minutes' END, 200
+-- a first attempt that succeeded is all a succeeded delivery has; a failed one has its state too
+INSERT INTO aloro_webhook.delivery_attempts (delivery_id, attempt, started_at, duration_ms, http_status, error)
+SELECT g, 1, CASE WHEN g <= $OLD THEN now() - interval '40 days' ELSE now() - interval '59 minutes' END, 5,
+       CASE WHEN g <= $OLD AND g % 10 = 0 THEN 500 ELSE 200 END,
+       CASE WHEN g <= $OLD AND g % 10 = 0 THEN 'HTTP 500' END
   FROM generate_series(1, $OLD + $YOUNG) g;
-INSERT INTO aloro_webhook.delivery_attempts (delivery_id, attempt, started_at, duration_ms, http_status)
-SELECT g, 1, now(), 5, 200 FROM generate_series(1, $OLD + $YOUNG) g;
+INSERT INTO aloro_webhook.delivery_state (delivery_id, status, attempts, last_http_status, last_error, finished_at)
+SELECT g, 'failed', 1, 500, 'HTTP 500', now() - interval '40 days'
+  FROM generate_series(10, $OLD, 10) g;
 VACUUM ANALYZE aloro_webhook.delivery_log;
 VACUUM ANALYZE aloro_webhook.delivery_attempts;
-VACUUM ANALYZE aloro_webhook.payloads;"
-echo "   filled in $(( $(date +%s) - t0 )) s: $(psql_ "SELECT pg_size_pretty(pg_total_relation_size('aloro_webhook.delivery_log') + pg_total_relation_size('aloro_webhook.delivery_attempts') + pg_total_relation_size('aloro_webhook.payloads'))")"
+VACUUM ANALYZE aloro_webhook.delivery_state;"
+echo "   filled in $(( $(date +%s) - t0 )) s: $(psql_ "SELECT pg_size_pretty(pg_total_relation_size('aloro_webhook.delivery_log') + pg_total_relation_size('aloro_webhook.delivery_attempts') + pg_total_relation_size('aloro_webhook.delivery_state'))")"
 
 # a pass: batches as the worker runs them, each in its own transaction; prints
 # batches, rows deleted, seconds, per-batch p50/p99/max ms
@@ -84,5 +84,5 @@ SELECT count(*) || ' batches, ' || sum(n) || ' deleted in ' || round((sum(ms) / 
 
 echo "== a pass with nothing old enough (retention 60 days): $(pass '60 days')"
 echo "== pruning the old ones (retention 30 days): $(pass '30 days')"
-echo "== the next pass (kept: $(psql_ "SELECT count(*) FROM aloro_webhook.delivery_log WHERE finished_at < now() - interval '30 days'") failed): $(pass '30 days')"
+echo "== the next pass (kept: $(psql_ "SELECT count(*) FROM aloro_webhook.deliveries WHERE finished_at < now() - interval '30 days'") failed): $(pass '30 days')"
 echo "== left: $(psql_ "SELECT count(*) FROM aloro_webhook.delivery_log") deliveries, $(psql_ "SELECT count(*) FROM aloro_webhook.delivery_attempts") attempts, $(psql_ "SELECT count(*) FROM aloro_webhook.payloads") bodies"

@@ -235,7 +235,6 @@ chown postgres "$work/lat.pgb"
 for r in 100 1000; do
   : > "$work/nginx/logs/lat.log"; kill -USR1 "$(cat "$work/nginx/nginx.pid")"
   clients=$(( r >= 1000 ? 8 : 2 ))
-  psql_ "-c 'TRUNCATE aloro_webhook.delivery_attempts'" >/dev/null
   from_id=$(psql_ "-c \"SELECT coalesce(max(id), 0) FROM aloro_webhook.delivery_log\"")
   aw_as_postgres "pgbench -n -h '$work' -p $port -c $clients -j 2 -R $r -T $LAT_T -f '$work/lat.pgb' postgres" > "$work/pgb_lat_$r.out" 2>&1
   t_end=$(now_ns)

@@ -34,7 +34,7 @@ for r in $(seq "$ROUNDS"); do
     ms[$t]=$(awk -v a="${ms[$t]:-0}" -v b="$t_ms" 'BEGIN {print a + b}')
   done
 done
-held=$(psql_ "-c \"SELECT count(*) FROM aloro_webhook.queue WHERE claimed_by IS NULL\"")
+held=$(psql_ "-c \"SELECT count(*) FROM aloro_webhook.deliveries WHERE status = 'pending'\"")
 [ "$held" = $((N * ROUNDS)) ] || { echo "LOST: $held of $((N * ROUNDS)) held deliveries are queued"; exit 1; }
 us() { awk -v m="${ms[$1]}" -v n=$((N * ROUNDS)) 'BEGIN {printf "%.1f", m * 1000 / n}'; }
 echo "trigger cost, $N calls per INSERT, $ROUNDS rounds, $(nproc) cores:"

@@ -29,7 +29,9 @@ $node->safe_psql('postgres', "ALTER SYSTEM SET aloro_webhook.retry_schedule = '0
 my @ok = end_calls($node, 'call_m_good', 5, tag => 'm_good');
 end_calls($node, 'call_m_dead', 3, tag => 'm_dead');
 ok(poll_until($node,
-		"SELECT succeeded_last_hour = 5 FROM aloro_webhook.webhook_health WHERE webhook_id = $good", 't', 30),
+		"SELECT bool_and(CASE webhook_id WHEN $good THEN succeeded_last_hour = 5
+		                                 ELSE failed_attempts_last_hour >= 3 END)
+		   FROM aloro_webhook.webhook_health WHERE webhook_id IN ($good, $dead)", 't', 30),
 	'the statistics are written');
 $node->safe_psql('postgres', 'CREATE ROLE metrics LOGIN IN ROLE aloro_webhook_reader');
 
