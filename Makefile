@@ -20,9 +20,10 @@ EXTRA_CLEAN = tmp_check results regression.diffs regression.out log build $(adds
 EXT_VERSION = $(shell sed -n "s/^default_version = '\(.*\)'/\1/p" $(EXTENSION).control)
 SQL_OBJECTS = sql/configuration.sql sql/enqueue.sql sql/queue.sql sql/history.sql \
               sql/operations.sql sql/citus.sql sql/roles.sql
-# earlier versions' install scripts as they were released, and the
-# migrations (sql/upgrades/FROM--TO.sql) from each version to the next
-RELEASED    = $(patsubst sql/released/%,build/%,$(wildcard sql/released/$(EXTENSION)--*.sql))
+# earlier versions' install scripts as they were released (kept compressed:
+# frozen, never edited; see sql/README.md), and the migrations
+# (sql/upgrades/FROM--TO.sql) from each version to the next
+RELEASED    = $(patsubst sql/released/%.sql.gz,build/%.sql,$(wildcard sql/released/$(EXTENSION)--*.sql.gz))
 UPGRADES    = $(patsubst sql/upgrades/%,build/$(EXTENSION)--%,$(wildcard sql/upgrades/*--*.sql))
 DATA_built  = build/$(EXTENSION)--$(EXT_VERSION).sql $(UPGRADES) $(RELEASED)
 
@@ -49,26 +50,27 @@ build/$(EXTENSION)--$(EXT_VERSION).sql: sql/install_guard.sql $(SQL_OBJECTS) $(E
 # an upgrade FROM--TO: its migration, with every object of TO where it says
 # "-- @objects" -- the files of sql/ when TO is the current version, TO's
 # install script as released (less its guard) when it is an earlier one
-$(UPGRADES): build/$(EXTENSION)--%.sql: sql/upgrades/%.sql $(SQL_OBJECTS) $(wildcard sql/released/*.sql) $(EXTENSION).control
+$(UPGRADES): build/$(EXTENSION)--%.sql: sql/upgrades/%.sql $(SQL_OBJECTS) $(wildcard sql/released/*.sql.gz) $(EXTENSION).control
 	@grep -qx -- '-- @objects' $< || { echo "$< has no '-- @objects' line" >&2; exit 1; }
 	@to='$*'; to=$${to##*--}; \
-	  [ "$$to" = '$(EXT_VERSION)' ] || [ -f sql/released/$(EXTENSION)--$$to.sql ] || \
-	  { echo "sql/upgrades/$*.sql leads to $$to, which is neither $(EXT_VERSION) nor released (sql/released/$(EXTENSION)--$$to.sql)" >&2; exit 1; }
+	  [ "$$to" = '$(EXT_VERSION)' ] || [ -f sql/released/$(EXTENSION)--$$to.sql.gz ] || \
+	  { echo "sql/upgrades/$*.sql leads to $$to, which is neither $(EXT_VERSION) nor released (sql/released/$(EXTENSION)--$$to.sql.gz)" >&2; exit 1; }
 	@mkdir -p build
 	to='$*'; to=$${to##*--}; \
-	if [ "$$to" = '$(EXT_VERSION)' ]; then objects='$(SQL_OBJECTS)'; else objects=sql/released/$(EXTENSION)--$$to.sql; fi; \
 	{ printf '%s\n' "/* $(notdir $@) -- built by the Makefile from sql/: edit those files, not this one */" \
 		"\\echo Use \"ALTER EXTENSION $(EXTENSION) UPDATE TO '$$to'\" to load this file. \\quit"; \
-	  sed '/^-- @objects$$/,$$d' $<; cat $$objects; sed '1,/^-- @objects$$/d' $<; } > $@
+	  sed '/^-- @objects$$/,$$d' $<; \
+	  if [ "$$to" = '$(EXT_VERSION)' ]; then cat $(SQL_OBJECTS); else gzip -dc sql/released/$(EXTENSION)--$$to.sql.gz; fi; \
+	  sed '1,/^-- @objects$$/d' $<; } > $@
 
 # a released version's script as it was; an install script starts with the
 # guard, as every install does
-$(RELEASED): build/%: sql/released/% sql/install_guard.sql
+$(RELEASED): build/%.sql: sql/released/%.sql.gz sql/install_guard.sql
 	@mkdir -p build
 	{ printf '%s\n' "/* $(notdir $@) -- built by the Makefile from sql/released/ */"; \
 	  case "$*" in *--*--*) printf '%s\n' '\echo Use "ALTER EXTENSION $(EXTENSION) UPDATE" to load this file. \quit';; \
 	    *) printf '%s\n' '\echo Use "CREATE EXTENSION $(EXTENSION)" to load this file. \quit'; cat sql/install_guard.sql;; esac; \
-	  cat $<; } > $@
+	  gzip -dc $<; } > $@
 
 .PHONY: regress tap test
 regress:
