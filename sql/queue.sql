@@ -565,10 +565,9 @@ BEGIN
 	INSERT INTO aloro_webhook.delivery_log
 		(id, webhook_id, call_id, event, test, body, bytes)
 	VALUES (v_id, test_webhook.webhook_id, NULL, 'call.ended', true, v_body, octet_length(v_body));
-	INSERT INTO aloro_webhook.delivery_state (delivery_id, status, next_attempt_at)
-	VALUES (v_id, 'pending', v_due);
-	INSERT INTO aloro_webhook.queue (delivery_id, webhook_id, due_at, bytes)
-	VALUES (v_id, test_webhook.webhook_id, v_due, octet_length(v_body));
+	-- pending, in the queue
+	PERFORM aloro_webhook._set_state(v_id, test_webhook.webhook_id, 'pending', 0, 0, v_due,
+									 NULL, NULL, NULL, octet_length(v_body));
 	PERFORM aloro_webhook._wake(v_due);
 	RETURN v_id;
 END

@@ -74,6 +74,8 @@ static CURL **aw_pool = NULL;
 static int	aw_pool_n = 0;
 static int	aw_pool_size = 0;
 
+static void aw_easy_pool_clear(void);
+
 /* libcurl's timer callback */
 static int
 aw_timer_cb(CURLM *multi, long timeout_ms, void *userp)
@@ -215,6 +217,7 @@ aw_http_ready_for_new(void)
 	if (aw_n_in_flight > 0)
 		return false;
 	curl_multi_cleanup(aw_multi);
+	aw_easy_pool_clear();
 	aw_new_multi();
 	aw_connections_stale = false;
 	return true;
@@ -261,6 +264,38 @@ aw_http_timeout_ms(void)
 	return aw_timer_ms > elapsed ? aw_timer_ms - elapsed : 0;
 }
 
+/*
+ * The options every request of ours has, set once on a new handle: the
+ * pooled handles keep them between requests (a new policy drops the pool).
+ */
+static void
+aw_easy_configure(CURL *easy)
+{
+	curl_easy_setopt(easy, CURLOPT_POST, 1L);
+	curl_easy_setopt(easy, CURLOPT_FOLLOWLOCATION, 0L);
+#if LIBCURL_VERSION_NUM >= 0x075500
+	curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https");
+#else
+	curl_easy_setopt(easy, CURLOPT_PROTOCOLS, (long) (CURLPROTO_HTTP | CURLPROTO_HTTPS));
+#endif
+	/* aloro_webhook.proxy, never one from the environment */
+	curl_easy_setopt(easy, CURLOPT_PROXY, aw_proxy != NULL ? aw_proxy : "");
+	curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(easy, CURLOPT_SSL_VERIFYPEER, 1L);
+	curl_easy_setopt(easy, CURLOPT_SSL_VERIFYHOST, 2L);
+	if (aw_ca_file != NULL && aw_ca_file[0] != '\0')
+	{
+		/* this bundle instead of the system store, not beside it */
+		curl_easy_setopt(easy, CURLOPT_CAINFO, aw_ca_file);
+		curl_easy_setopt(easy, CURLOPT_CAPATH, NULL);
+	}
+	curl_easy_setopt(easy, CURLOPT_TCP_KEEPALIVE, 1L);
+	curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, aw_write_cb);
+	curl_easy_setopt(easy, CURLOPT_OPENSOCKETFUNCTION, aw_conn_open_socket_cb);
+	curl_easy_setopt(easy, CURLOPT_CLOSESOCKETFUNCTION, aw_conn_close_socket_cb);
+	curl_easy_setopt(easy, CURLOPT_HEADERFUNCTION, aw_header_cb);
+}
+
 static CURL *
 aw_easy_get(void)
 {
@@ -273,13 +308,14 @@ aw_easy_get(void)
 		ereport(ERROR,
 				(errcode(ERRCODE_OUT_OF_MEMORY),
 				 errmsg("could not create a libcurl handle")));
+	aw_easy_configure(easy);
 	return easy;
 }
 
+/* a handle back to the pool, its options kept */
 static void
 aw_easy_put(CURL *easy)
 {
-	curl_easy_reset(easy);
 	if (aw_pool_n >= aw_pool_size)
 	{
 		int			newsize = Max(16, aw_pool_size * 2);
@@ -294,6 +330,14 @@ aw_easy_put(CURL *easy)
 		aw_pool_size = newsize;
 	}
 	aw_pool[aw_pool_n++] = easy;
+}
+
+/* the pooled handles go: they were set up under the old policy */
+static void
+aw_easy_pool_clear(void)
+{
+	while (aw_pool_n > 0)
+		curl_easy_cleanup(aw_pool[--aw_pool_n]);
 }
 
 /*
@@ -327,40 +371,18 @@ aw_http_start(AwHttpRequest *req)
 		h->headers = l;
 	}
 
+	/* what changes from one request to the next (aw_easy_configure set the rest) */
 	h->easy = easy = aw_easy_get();
 	curl_easy_setopt(easy, CURLOPT_PRIVATE, h);
 	curl_easy_setopt(easy, CURLOPT_URL, req->url);
-	curl_easy_setopt(easy, CURLOPT_POST, 1L);
 	curl_easy_setopt(easy, CURLOPT_POSTFIELDS, req->body);
 	curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) req->body_len);
 	curl_easy_setopt(easy, CURLOPT_HTTPHEADER, h->headers);
-	curl_easy_setopt(easy, CURLOPT_FOLLOWLOCATION, 0L);
-#if LIBCURL_VERSION_NUM >= 0x075500
-	curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https");
-#else
-	curl_easy_setopt(easy, CURLOPT_PROTOCOLS, (long) (CURLPROTO_HTTP | CURLPROTO_HTTPS));
-#endif
-	/* aloro_webhook.proxy, never one from the environment */
-	curl_easy_setopt(easy, CURLOPT_PROXY, aw_proxy != NULL ? aw_proxy : "");
-	curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, (long) req->timeout_ms);
 	curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS, (long) req->timeout_ms);
-	curl_easy_setopt(easy, CURLOPT_SSL_VERIFYPEER, 1L);
-	curl_easy_setopt(easy, CURLOPT_SSL_VERIFYHOST, 2L);
-	if (aw_ca_file != NULL && aw_ca_file[0] != '\0')
-	{
-		/* this bundle instead of the system store, not beside it */
-		curl_easy_setopt(easy, CURLOPT_CAINFO, aw_ca_file);
-		curl_easy_setopt(easy, CURLOPT_CAPATH, NULL);
-	}
-	curl_easy_setopt(easy, CURLOPT_TCP_KEEPALIVE, 1L);
-	curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, aw_write_cb);
 	curl_easy_setopt(easy, CURLOPT_WRITEDATA, h);
 	curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, h->errbuf);
-	curl_easy_setopt(easy, CURLOPT_OPENSOCKETFUNCTION, aw_conn_open_socket_cb);
 	curl_easy_setopt(easy, CURLOPT_OPENSOCKETDATA, h->blocked);
-	curl_easy_setopt(easy, CURLOPT_CLOSESOCKETFUNCTION, aw_conn_close_socket_cb);
-	curl_easy_setopt(easy, CURLOPT_HEADERFUNCTION, aw_header_cb);
 	curl_easy_setopt(easy, CURLOPT_HEADERDATA, h);
 
 	dlist_push_tail(&aw_in_flight, &h->node);

@@ -44,12 +44,15 @@ typedef struct AwShared
 {
 	slock_t		mutex;
 	bool		database_missing;	/* the last worker could not connect */
-	pg_atomic_uint64 rewind_to;	/* earliest due time committed since the workers looked */
 	pg_atomic_uint64 webhooks_version;	/* bumped by each commit that changed webhooks */
 	AwWorkerSlot workers[AW_MAX_WORKERS];
+	/* per worker: the earliest due time committed since it looked (each takes its own) */
+	pg_atomic_uint64 rewind_to[AW_MAX_WORKERS];
 } AwShared;
 
 static AwShared *aw_shared = NULL;
+/* this worker's slot in aw_shared->workers (-1: not a worker) */
+static int	aw_my_slot = -1;
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 
@@ -77,7 +80,8 @@ aw_shmem_startup(void)
 	{
 		memset(aw_shared, 0, sizeof(AwShared));
 		SpinLockInit(&aw_shared->mutex);
-		pg_atomic_init_u64(&aw_shared->rewind_to, PG_UINT64_MAX);
+		for (int i = 0; i < AW_MAX_WORKERS; i++)
+			pg_atomic_init_u64(&aw_shared->rewind_to[i], PG_UINT64_MAX);
 		pg_atomic_init_u64(&aw_shared->webhooks_version, 1);
 	}
 	LWLockRelease(AddinShmemInitLock);
@@ -119,12 +123,15 @@ aw_worker_register(int64 token)
 		aw_shared->workers[slot].pid = MyProcPid;
 		aw_shared->workers[slot].token = token;
 		aw_shared->workers[slot].latch = &MyProc->procLatch;
+		/* a worker that starts looks at the whole queue */
+		pg_atomic_write_u64(&aw_shared->rewind_to[slot], 0);
 	}
 	SpinLockRelease(&aw_shared->mutex);
 	if (slot < 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
 				 errmsg("too many aloro_webhook workers are running")));
+	aw_my_slot = slot;
 	before_shmem_exit(aw_worker_unregister, Int32GetDatum(slot));
 }
 
@@ -229,27 +236,35 @@ aw_due_key(TimestampTz ts)
 }
 
 /*
- * The earliest due time that transactions committed since the last call
- * gave queue rows (DT_NOEND when none did); the workers' scans start there
- * at the latest (cursor.c).
+ * The earliest due time that transactions committed since this worker's
+ * last call gave queue rows (DT_NOEND when none did); the worker's scans
+ * start there at the latest (cursor.c).  Each worker has its own: with
+ * several, the one whose share a row is must hear of it too.
  */
 TimestampTz
 aw_take_rewind(void)
 {
-	uint64		v = pg_atomic_exchange_u64(&aw_shared->rewind_to, PG_UINT64_MAX);
+	uint64		v;
 
+	if (aw_my_slot < 0)
+		return DT_NOEND;
+	v = pg_atomic_exchange_u64(&aw_shared->rewind_to[aw_my_slot], PG_UINT64_MAX);
 	return (TimestampTz) (v ^ (UINT64CONST(1) << 63));
 }
 
-/* At commit: publish a due time the workers must rewind to (the earliest wins). */
+/* At commit: publish a due time every worker must rewind to (the earliest wins). */
 void
 aw_publish_due(TimestampTz due)
 {
 	uint64		key = aw_due_key(due);
-	uint64		old = pg_atomic_read_u64(&aw_shared->rewind_to);
 
-	while (key < old && !pg_atomic_compare_exchange_u64(&aw_shared->rewind_to, &old, key))
-		;
+	for (int i = 0; i < AW_MAX_WORKERS; i++)
+	{
+		uint64		old = pg_atomic_read_u64(&aw_shared->rewind_to[i]);
+
+		while (key < old && !pg_atomic_compare_exchange_u64(&aw_shared->rewind_to[i], &old, key))
+			;
+	}
 }
 
 /* The version of the webhooks table: a commit that changed it bumps it. */

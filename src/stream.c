@@ -65,14 +65,18 @@
 /* transactions past a snapshot's xmax a range keeps by id, at most (more: by a horizon) */
 #define AW_STREAM_MAX_PAST 256
 
-static SPIPlanPtr aw_plan_read = NULL;
-static SPIPlanPtr aw_plan_look = NULL;
-static SPIPlanPtr aw_plan_leave = NULL;
-static SPIPlanPtr aw_plan_save = NULL;
-static SPIPlanPtr aw_plan_save_by_share = NULL;
-static SPIPlanPtr aw_plan_load = NULL;
-static SPIPlanPtr aw_plan_release = NULL;
-static SPIPlanPtr aw_plan_rebuild = NULL;
+/* the stream's statements, prepared on first use */
+static struct
+{
+	SPIPlanPtr	read;			/* rows after read_upto */
+	SPIPlanPtr	look;			/* an open range's rows not done yet */
+	SPIPlanPtr	leave;			/* rows to the queue, or failed */
+	SPIPlanPtr	save;			/* the cursor row, by its version */
+	SPIPlanPtr	save_by_share;	/* the same, by its share */
+	SPIPlanPtr	load;			/* every cursor row */
+	SPIPlanPtr	release;		/* _release_stream() */
+	SPIPlanPtr	rebuild;		/* the cursor rows for another number of workers */
+}			aw_plans;
 
 /* the columns both reads return */
 #define AW_STREAM_COLUMNS \
@@ -165,16 +169,13 @@ aw_stream_init(AwStream *s)
 void
 aw_stream_forget(AwStream *s)
 {
-	SPIPlanPtr *plans[] = {&aw_plan_read, &aw_plan_look, &aw_plan_leave, &aw_plan_save,
-		&aw_plan_save_by_share, &aw_plan_load, &aw_plan_release, &aw_plan_rebuild};
 	MemoryContext cxt = s->cxt;
+	SPIPlanPtr *plans = (SPIPlanPtr *) &aw_plans;
 
-	for (size_t i = 0; i < lengthof(plans); i++)
-		if (*plans[i] != NULL)
-		{
-			SPI_freeplan(*plans[i]);
-			*plans[i] = NULL;
-		}
+	for (size_t i = 0; i < sizeof(aw_plans) / sizeof(SPIPlanPtr); i++)
+		if (plans[i] != NULL)
+			SPI_freeplan(plans[i]);
+	memset(&aw_plans, 0, sizeof(aw_plans));
 	MemoryContextReset(cxt);
 	memset(s, 0, sizeof(*s));
 	s->cxt = cxt;
@@ -387,10 +388,10 @@ aw_stream_release(AwStream *s, const int64 *ids, int n)
 
 	if (n == 0)
 		return;
-	aw_prepare_once(&aw_plan_release, "SELECT aloro_webhook._release_stream($1)",
+	aw_prepare_once(&aw_plans.release, "SELECT aloro_webhook._release_stream($1)",
 					1, (Oid[]) {INT8ARRAYOID});
 	args[0] = aw_int8_array(ids, n);
-	if (SPI_execute_plan(aw_plan_release, args, NULL, false, 0) != SPI_OK_SELECT)
+	if (SPI_execute_plan(aw_plans.release, args, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not release the deliveries that were in flight");
 	s->queued_due = GetCurrentTimestamp();
 }
@@ -415,11 +416,11 @@ aw_cursor_rows(int *n)
 {
 	AwCursorRow *rows;
 
-	aw_prepare_once(&aw_plan_load,
+	aw_prepare_once(&aw_plans.load,
 					"SELECT c.share, c.shares, c.read_upto, c.open_lo, c.open_hi, c.in_flight, c.ctid "
 					"  FROM aloro_webhook.stream_cursors c ORDER BY c.share",
 					0, NULL);
-	if (SPI_execute_plan(aw_plan_load, NULL, NULL, false, 0) != SPI_OK_SELECT)
+	if (SPI_execute_plan(aw_plans.load, NULL, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read aloro_webhook.stream_cursors");
 	*n = (int) SPI_processed;
 	rows = palloc0(sizeof(AwCursorRow) * Max(*n, 1));
@@ -487,8 +488,10 @@ aw_cursor_rows_remake(AwStream *s, AwCursorRow *rows, int nrows, int shares)
 		hi[nranges++] = upto_max;
 	}
 	aw_stream_release(s, flying, nflying);
-	aw_prepare_once(&aw_plan_rebuild,
-					"WITH gone AS (DELETE FROM aloro_webhook.stream_cursors c WHERE c.share >= 0) "
+	/* (two statements: the parts of one would not see each other's rows) */
+	if (SPI_execute("DELETE FROM aloro_webhook.stream_cursors c WHERE c.share >= 0", false, 0) != SPI_OK_DELETE)
+		elog(ERROR, "could not write aloro_webhook.stream_cursors");
+	aw_prepare_once(&aw_plans.rebuild,
 					"INSERT INTO aloro_webhook.stream_cursors (share, shares, read_upto, open_lo, open_hi) "
 					"SELECT g, $1, $2, $3, $4 FROM pg_catalog.generate_series(0, $1 - 1) g",
 					4, (Oid[]) {INT4OID, INT8OID, INT8ARRAYOID, INT8ARRAYOID});
@@ -496,7 +499,7 @@ aw_cursor_rows_remake(AwStream *s, AwCursorRow *rows, int nrows, int shares)
 	args[1] = Int64GetDatum(upto_max);
 	args[2] = aw_int8_array(lo, nranges);
 	args[3] = aw_int8_array(hi, nranges);
-	if (SPI_execute_plan(aw_plan_rebuild, args, NULL, false, 0) != SPI_OK_INSERT)
+	if (SPI_execute_plan(aw_plans.rebuild, args, NULL, false, 0) != SPI_OK_INSERT)
 		elog(ERROR, "could not write aloro_webhook.stream_cursors");
 }
 
@@ -614,7 +617,7 @@ aw_stream_save(AwWorker *w)
 		lo[n] = s->waiting[0].id;
 		hi[n++] = s->read_upto;
 	}
-	aw_prepare_once(&aw_plan_save,
+	aw_prepare_once(&aw_plans.save,
 					"UPDATE aloro_webhook.stream_cursors c "
 					"   SET read_upto = $2, open_lo = $3, open_hi = $4, in_flight = $5, "
 					"       updated_at = pg_catalog.now() "
@@ -627,19 +630,19 @@ aw_stream_save(AwWorker *w)
 	args[3] = aw_int8_array(hi, n);
 	args[4] = aw_int8_array(flying, nflying);
 	args[5] = Int32GetDatum(s->share);
-	if (SPI_execute_plan(aw_plan_save, args, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
+	if (SPI_execute_plan(aw_plans.save, args, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
 		elog(ERROR, "could not write aloro_webhook.stream_cursors");
 	if (SPI_processed == 0)
 	{
 		/* the row moved (a VACUUM FULL, say): find it by its share */
-		aw_prepare_once(&aw_plan_save_by_share,
+		aw_prepare_once(&aw_plans.save_by_share,
 						"UPDATE aloro_webhook.stream_cursors c "
 						"   SET read_upto = $2, open_lo = $3, open_hi = $4, in_flight = $5, "
 						"       updated_at = pg_catalog.now() "
 						" WHERE c.share = $6 AND $1 IS NOT NULL "
 						"RETURNING c.ctid",
 						6, (Oid[]) {TIDOID, INT8OID, INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID, INT4OID});
-		if (SPI_execute_plan(aw_plan_save_by_share, args, NULL, false, 0) != SPI_OK_UPDATE_RETURNING ||
+		if (SPI_execute_plan(aw_plans.save_by_share, args, NULL, false, 0) != SPI_OK_UPDATE_RETURNING ||
 			SPI_processed != 1)
 			elog(ERROR, "aloro_webhook.stream_cursors has no row for share %d", s->share);
 	}
@@ -782,7 +785,7 @@ aw_stream_look(AwWorker *w, Snapshot snap, TimestampTz now, AwLeaving *leaving, 
 
 			if (held == NULL)
 				held = aw_stream_held_set(w);
-			aw_prepare_once(&aw_plan_look,
+			aw_prepare_once(&aw_plans.look,
 							AW_STREAM_COLUMNS
 							" WHERE d.id >= $1 AND d.id <= $2 AND d.due_at IS NOT NULL "
 							"   AND d.id % $4 = $5 "
@@ -799,7 +802,7 @@ aw_stream_look(AwWorker *w, Snapshot snap, TimestampTz now, AwLeaving *leaving, 
 			args[2] = Int32GetDatum(limit + (int) hash_get_num_entries(held));
 			args[3] = Int64GetDatum(s->shares);
 			args[4] = Int64GetDatum(s->share);
-			if (SPI_execute_snapshot(aw_plan_look, args, NULL, snap, InvalidSnapshot,
+			if (SPI_execute_snapshot(aw_plans.look, args, NULL, snap, InvalidSnapshot,
 									 false, false, 0) != SPI_OK_SELECT)
 				elog(ERROR, "could not look at the stream's open ranges");
 			rows = palloc(sizeof(AwReadRow) * Max(SPI_processed, 1));
@@ -842,12 +845,12 @@ aw_stream_read(AwWorker *w, Snapshot snap, TransactionId next, TimestampTz now, 
 	AwReadRow  *rows;
 	int			n;
 
-	aw_prepare_once(&aw_plan_read,
+	aw_prepare_once(&aw_plans.read,
 					AW_STREAM_COLUMNS " WHERE d.id > $1 ORDER BY d.id LIMIT $2",
 					2, (Oid[]) {INT8OID, INT4OID});
 	args[0] = Int64GetDatum(s->read_upto);
 	args[1] = Int32GetDatum(limit);
-	if (SPI_execute_snapshot(aw_plan_read, args, NULL, snap, InvalidSnapshot,
+	if (SPI_execute_snapshot(aw_plans.read, args, NULL, snap, InvalidSnapshot,
 							 false, false, limit) != SPI_OK_SELECT)
 		elog(ERROR, "could not read the stream of deliveries");
 	rows = palloc(sizeof(AwReadRow) * Max(SPI_processed, 1));
@@ -882,7 +885,7 @@ aw_stream_leave(AwStream *s, AwLeaving *leaving)
 
 	if (leaving->n == 0 && leaving->ngone == 0)
 		return;
-	aw_prepare_once(&aw_plan_leave,
+	aw_prepare_once(&aw_plans.leave,
 					"WITH q AS ("
 					"  INSERT INTO aloro_webhook.queue (delivery_id, webhook_id, due_at, bytes) "
 					"  SELECT * FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), "
@@ -910,7 +913,7 @@ aw_stream_leave(AwStream *s, AwLeaving *leaving)
 	}
 	args[4] = aw_int8_array(leaving->gone_ids, leaving->ngone);
 	args[5] = aw_int8_array(leaving->gone_webhooks, leaving->ngone);
-	if (SPI_execute_plan(aw_plan_leave, args, NULL, false, 0) != SPI_OK_INSERT)
+	if (SPI_execute_plan(aw_plans.leave, args, NULL, false, 0) != SPI_OK_INSERT)
 		elog(ERROR, "could not move deliveries from the stream to the queue");
 	/* the queue's scans start where these are due (cursor.c): said after the commit */
 	for (int i = 0; i < leaving->n; i++)

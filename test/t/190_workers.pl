@@ -1,6 +1,8 @@
 # aloro_webhook.workers = 2: two delivery workers share the queue -- both
 # claim, no delivery is sent twice, the per-webhook in-flight cap and the
-# rate limit hold across them, and every delivery arrives.
+# rate limit hold across them, and every delivery arrives; and the number
+# of workers changed across a restart, with deliveries in flight: each
+# arrives, none is lost.
 use strict;
 use warnings;
 
@@ -79,6 +81,35 @@ sub sql { return $node->safe_psql('postgres', $_[0]); }
 		$max = $n if $n > $max;
 	}
 	cmp_ok($max, '<=', 6, "rate_limit 4 with two workers: at most 6 in any second (saw $max)");
+}
+
+# the number of workers changed across a restart (their stream rows are
+# made again), with requests in flight and deliveries not read yet: all of
+# them arrive, and each worker has its row
+for my $n (1, 3)
+{
+	my $wid = add_webhook($node, "$rcv->{url}/slow/300", tag => "w_change_$n");
+	my @ids = end_calls($node, "call_w_change_$n", 40, tag => "w_change_$n");
+	ok(wait_for_requests($rcv, sub { grep { $_->{path} eq '/slow/300' } @_ }, 20, 'requests in flight'),
+		"workers $n: requests in flight before the restart");
+	$node->stop('fast');
+	$node->append_conf('postgresql.conf', "aloro_webhook.workers = $n");
+	$node->start;
+	ok(poll_until($node,
+			"SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'aloro_webhook worker'", "$n", 30),
+		"workers $n: $n workers run");
+	ok(poll_until($node,
+			"SELECT count(*) FILTER (WHERE status = 'succeeded') = 40 FROM aloro_webhook.deliveries
+			  WHERE webhook_id = $wid", 't', 60),
+		"workers $n: every delivery queued before the change arrives");
+	is(sql("SELECT string_agg(share || '/' || shares, ',' ORDER BY share)
+	          FROM aloro_webhook.stream_cursors WHERE share >= 0"),
+		join(',', map { "$_/$n" } 0 .. $n - 1), "workers $n: one stream row per worker");
+	my @more = end_calls($node, "call_w_after_$n", 30, tag => "w_change_$n");
+	ok(poll_until($node,
+			"SELECT count(*) FILTER (WHERE status = 'succeeded') = 70 FROM aloro_webhook.deliveries
+			  WHERE webhook_id = $wid", 't', 60),
+		"workers $n: and those queued after");
 }
 
 done_testing();
