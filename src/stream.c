@@ -949,15 +949,15 @@ aw_stream_committed(AwStream *s)
  *		again (0: when woken, or when a request finishes).
  */
 int
-aw_stream_claim(AwWorker *w, AwSlots *slots, TimestampTz now, TimestampTz *due)
+aw_stream_claim(AwWorker *w, AwSlots *slots, TimestampTz *due)
 {
 	AwStream   *s = &w->stream;
 	Snapshot	snap;
 	TransactionId next;
+	TimestampTz now;
 	AwLeaving	leaving;
 	int			kept = 0;
 	int			ntake = 0;
-	int			filled;
 	AwDelivery **into;
 	HTAB	   *moving;
 	int			free_room;
@@ -1041,13 +1041,12 @@ aw_stream_claim(AwWorker *w, AwSlots *slots, TimestampTz now, TimestampTz *due)
 	if (ntake > 0)
 	{
 		/* what the requests need; one whose webhook is gone is failed unsent (request.c) */
-		filled = aw_queue_fill(into, ntake);
+		(void) aw_queue_fill(into, ntake);
 		for (int i = 0; i < ntake; i++)
 		{
 			dlist_push_tail(&w->claimed, &into[i]->node);
 			w->nclaimed++;
 		}
-		(void) filled;
 	}
 	if (s->not_before != 0 && (*due == 0 || s->not_before < *due))
 		*due = s->not_before;

@@ -73,8 +73,7 @@ extern void aw_stream_init(AwStream *s);
 extern void aw_stream_forget(AwStream *s);
 extern void aw_stream_turn_failed(AwStream *s);
 extern void aw_stream_committed(AwStream *s);
-extern int	aw_stream_claim(struct AwWorker *w, struct AwSlots *slots, TimestampTz now,
-							TimestampTz *due);
+extern int	aw_stream_claim(struct AwWorker *w, struct AwSlots *slots, TimestampTz *due);
 extern void aw_stream_save(struct AwWorker *w);
 extern bool aw_stream_behind(const AwStream *s);
 

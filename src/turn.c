@@ -250,7 +250,7 @@ aw_claim_due(AwWorker *w)
 	{
 		TimestampTz stream_due;
 
-		(void) aw_stream_claim(w, &slots, now, &stream_due);
+		(void) aw_stream_claim(w, &slots, &stream_due);
 		if (stream_due != 0 && (!w->clock.have_due || stream_due < w->clock.due))
 		{
 			w->clock.have_due = true;

@@ -156,11 +156,13 @@ BEGIN
   END LOOP;
   done_ns := (extract(epoch FROM clock_timestamp()) * 1e9)::bigint;
 END \$\$;
--- the first delivery id not finished yet, as the workers' cursors say
-CREATE FUNCTION bench_unfinished() RETURNS bigint LANGUAGE plpgsql AS \$\$
+-- the first delivery id from from_id on not finished yet, as the workers' cursors say
+CREATE FUNCTION bench_unfinished(from_id bigint) RETURNS bigint LANGUAGE plpgsql AS \$\$
 BEGIN
-  RETURN (SELECT least(min(c.read_upto) + 1, min((SELECT min(x) FROM unnest(c.open_lo) x)),
-                       min((SELECT min(x) FROM unnest(c.in_flight) x)))
+  RETURN (SELECT least(min(c.read_upto) + 1,
+                       min((SELECT min(greatest(r.lo, from_id)) FROM unnest(c.open_lo, c.open_hi) r(lo, hi)
+                             WHERE r.hi >= from_id)),
+                       min((SELECT min(x) FROM unnest(c.in_flight) x WHERE x >= from_id)))
             FROM aloro_webhook.stream_cursors c WHERE c.share >= 0);
 END \$\$;" >/dev/null
 # wait_drained WEBHOOK_ID TIMEOUT_S: prints when it drained (ns since the epoch)
@@ -348,7 +350,7 @@ anon0=$(worker_anon_kb)
 t0=$(now_ns); last=$t0; next=$chunk; rates=()
 while :; do
   # done: the rows before the first one the cursors have not finished, but those gone to the queue
-  done_n=$(psql_ "-c \"SELECT least($N_BACKLOG, greatest(0, bench_unfinished() - $bl_first)
+  done_n=$(psql_ "-c \"SELECT least($N_BACKLOG, greatest(0, bench_unfinished($bl_first) - $bl_first)
                                     - (SELECT count(*) FROM aloro_webhook.queue WHERE webhook_id = $bl_hook))\"")
   left=$(( N_BACKLOG - done_n ))
   [ "$left" = 0 ] && ! [ "$(psql_ "-c 'SELECT bench_drained($bl_hook)'")" = t ] && left=1
