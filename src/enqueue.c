@@ -166,6 +166,20 @@ typedef struct AwVariant
 	"SELECT d.id, d.webhook_id, d.next_attempt_at, (SELECT v.bytes FROM v WHERE v.id = d.payload_id) " \
 	"  FROM d WHERE d.status = 'pending'"
 
+/*
+ * The trigger's statements, prepared once per session and always run as
+ * their generic plans: they insert, never search by their parameters, so a
+ * custom plan only costs planning in each session's first calls -- and
+ * flattens the compressed body (a parameter made a constant is detoasted).
+ */
+static SPIPlanPtr
+aw_trigger_plan(SPIPlanPtr *plan, const char *sql, int nargs, Oid *types)
+{
+	if (*plan == NULL)
+		*plan = aw_prepare_with(sql, nargs, types, CURSOR_OPT_GENERIC_PLAN);
+	return *plan;
+}
+
 /* errors that must not be turned into a failed delivery: the statement stops */
 static bool
 aw_error_stops_statement(int sqlerrcode)
@@ -288,16 +302,11 @@ aw_queue_legacy(int64 webhook_id, const char *call_id, const char *body, Interva
 {
 	Datum		args[4];
 
-	if (aw_legacy_plan == NULL)
-	{
-		Oid			types[4] = {INT8OID, TEXTOID, TEXTOID, INTERVALOID};
-
-		aw_legacy_plan = aw_prepare("INSERT INTO aloro_webhook.deliveries "
-									"       (webhook_id, call_id, event, body, next_attempt_at) "
-									"VALUES ($1, $2, 'call.ended', $3, pg_catalog.now() + $4) "
-									"ON CONFLICT (webhook_id, call_id, event) WHERE NOT test DO NOTHING",
-									4, types);
-	}
+	aw_trigger_plan(&aw_legacy_plan, "INSERT INTO aloro_webhook.deliveries "
+					"       (webhook_id, call_id, event, body, next_attempt_at) "
+					"VALUES ($1, $2, 'call.ended', $3, pg_catalog.now() + $4) "
+					"ON CONFLICT (webhook_id, call_id, event) WHERE NOT test DO NOTHING",
+					4, (Oid[]) {INT8OID, TEXTOID, TEXTOID, INTERVALOID});
 	args[0] = Int64GetDatum(webhook_id);
 	args[1] = CStringGetTextDatum(call_id);
 	args[2] = CStringGetTextDatum(body);
@@ -371,7 +380,7 @@ aw_end_call_one(const char *call_id, Oid source, const AwMatch *match, const AwV
 	Datum		args[7];
 	char		nulls[7] = {' ', ' ', ' ', ' ', ' ', ' ', ' '};
 
-	aw_prepare_once(&aw_end_one_plan, AW_END_ONE_SQL, 7,
+	aw_trigger_plan(&aw_end_one_plan, AW_END_ONE_SQL, 7,
 					(Oid[]) {TEXTOID, OIDOID, INT8OID, TEXTOID, INT4OID, TEXTOID, INTERVALOID});
 	args[0] = CStringGetTextDatum(call_id);
 	args[1] = ObjectIdGetDatum(source);
@@ -448,11 +457,11 @@ aw_end_call_many(int schema, const char *call_id, Oid source, AwMatch *matches, 
 	SPIPlanPtr	plan;
 
 	if (schema == 2)
-		plan = aw_prepare_once(&aw_end_020_plan, AW_END_020_SQL, 10,
+		plan = aw_trigger_plan(&aw_end_020_plan, AW_END_020_SQL, 10,
 							   (Oid[]) {TEXTOID, OIDOID, INT4ARRAYOID, TEXTARRAYOID, INT4ARRAYOID,
 							   INT8ARRAYOID, INT4ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, INTERVALOID});
 	else
-		plan = aw_prepare_once(&aw_end_plan, AW_END_SQL, 10,
+		plan = aw_trigger_plan(&aw_end_plan, AW_END_SQL, 10,
 							   (Oid[]) {TEXTOID, OIDOID, INT4ARRAYOID, TEXTARRAYOID, INT4ARRAYOID,
 							   BOOLARRAYOID, INT8ARRAYOID, INT4ARRAYOID, TEXTARRAYOID, INTERVALOID});
 	aw_call_arrays(matches, nmatch, variants, &a);
@@ -519,14 +528,9 @@ aw_mark_ended(const char *call_id, Oid source)
 {
 	Datum		args[2];
 
-	if (aw_ended_plan == NULL)
-	{
-		Oid			types[2] = {TEXTOID, OIDOID};
-
-		aw_ended_plan = aw_prepare("INSERT INTO aloro_webhook.ended_calls (call_id, source) "
-								   "VALUES ($1, $2) ON CONFLICT (call_id) DO NOTHING",
-								   2, types);
-	}
+	aw_trigger_plan(&aw_ended_plan, "INSERT INTO aloro_webhook.ended_calls (call_id, source) "
+					"VALUES ($1, $2) ON CONFLICT (call_id) DO NOTHING",
+					2, (Oid[]) {TEXTOID, OIDOID});
 	args[0] = CStringGetTextDatum(call_id);
 	args[1] = ObjectIdGetDatum(source);
 	if (SPI_execute_plan(aw_ended_plan, args, NULL, false, 0) != SPI_OK_INSERT)

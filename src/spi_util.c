@@ -35,12 +35,19 @@
 SPIPlanPtr
 aw_prepare(const char *sql, int nargs, Oid *types)
 {
+	return aw_prepare_with(sql, nargs, types, 0);
+}
+
+/* aw_prepare, with SPI_prepare_cursor's options (CURSOR_OPT_GENERIC_PLAN) */
+SPIPlanPtr
+aw_prepare_with(const char *sql, int nargs, Oid *types, int options)
+{
 	int			nest = NewGUCNestLevel();
 	SPIPlanPtr	plan;
 
 	(void) set_config_option("search_path", "pg_catalog, pg_temp", PGC_USERSET, PGC_S_SESSION,
 							 GUC_ACTION_SAVE, true, 0, false);
-	plan = SPI_prepare(sql, nargs, types);
+	plan = SPI_prepare_cursor(sql, nargs, types, options);
 	AtEOXact_GUC(true, nest);
 	if (plan == NULL)
 		elog(ERROR, "SPI_prepare failed for \"%s\": %s", sql, SPI_result_code_string(SPI_result));

@@ -20,6 +20,7 @@ extern void aw_xact_begin(const char *activity);
 extern void aw_xact_commit(void);
 extern SPIPlanPtr aw_prepare(const char *sql, int nargs, Oid *types);
 extern SPIPlanPtr aw_prepare_once(SPIPlanPtr *plan, const char *sql, int nargs, Oid *types);
+extern SPIPlanPtr aw_prepare_with(const char *sql, int nargs, Oid *types, int options);
 extern char *aw_spi_text(HeapTuple tuple, TupleDesc desc, int col, MemoryContext cxt);
 extern Datum aw_int8_array(const int64 *values, int n);
 extern HTAB *aw_webhook_hash(const char *name, Size entrysize, MemoryContext cxt);

@@ -222,3 +222,20 @@ SELECT webhook_id, call_id, event, body FROM aloro_webhook.deliveries WHERE call
 
 -- every call of this file, and what it queued
 SELECT * FROM queued ORDER BY call_id;
+
+------------------------------------------------------------------------------
+-- A body carried by one delivery is stored compressed, from a session's first
+-- call on (a new session here), and reads back byte for byte.
+------------------------------------------------------------------------------
+\c
+BEGIN;
+DELETE FROM aloro_webhook.webhooks;
+SELECT aloro_webhook.create_webhook('https://receiver.example/e_lz4', name => 'e_lz4') IS NOT NULL AS e_lz4;
+INSERT INTO aloro_webhook.calls (id, status, transcript)
+SELECT 'e_lz4', 'completed', jsonb_agg(jsonb_build_object('speaker', 'ai', 'text', 'Sentence ' || g || ' about the order.'))
+  FROM generate_series(1, 10) g;  -- well short of the 2 kB row at which PostgreSQL compresses itself
+SELECT pg_column_compression(l.body) AS compression, l.bytes < 1500 AS short, pg_column_size(l.body) < l.bytes / 2 AS smaller,
+       octet_length(l.body) = l.bytes AS bytes_match, d.body::jsonb -> 'data' -> 'call' ->> 'id' AS call_id
+  FROM aloro_webhook.delivery_log l JOIN aloro_webhook.deliveries d ON d.id = l.id
+ WHERE l.call_id = 'e_lz4';
+ROLLBACK;
