@@ -16,7 +16,10 @@
 # What it measures (one webhook unless said; signed 1.8 kB bodies; nginx
 # answering 200; every attempt recorded):
 #   bare       curl -Z --parallel-max 64 POSTing the same body to the same nginx
-#   drain      N calls ended in one transaction: deliveries/s until all succeeded
+#   drain      N calls ended in one transaction: deliveries/s until all succeeded,
+#              at the bare client's concurrency (64 requests in flight to the
+#              webhook: the cluster runs with max_in_flight_per_webhook = 64 for
+#              every phase), then the same at the setting's default, 32
 #   long_tx    the same while another session holds a snapshot open throughout
 #   latency    commit -> nginx at 100 and 1,000 calls/s (pgbench -R), p50/p99: from
 #              the commit time of the call's transaction (track_commit_timestamp)
@@ -79,6 +82,7 @@ hang_pid=$!
 hport=$(aw_wait_listening "$work/hang.out")
 
 port=$(aw_free_port)
+# BENCH_CONF: more postgresql.conf lines (settings to compare).
 # BENCH_STATEMENTS=1: pg_stat_statements too, and after the drain the statements that took
 # the most time (a profile; the figures of such a run are not the ones to quote)
 stmts_conf=""
@@ -90,7 +94,9 @@ shared_buffers = 256MB
 max_wal_size = 4GB
 checkpoint_timeout = 30min
 track_commit_timestamp = on
-log_min_messages = warning"
+log_min_messages = warning
+aloro_webhook.max_in_flight_per_webhook = 64
+${BENCH_CONF:-}"
 cleanup() {
   kill $hang_pid 2>/dev/null || true
   [ -f "$work/nginx/nginx.pid" ] && kill "$(cat "$work/nginx/nginx.pid")" 2>/dev/null || true
@@ -210,6 +216,17 @@ check_all_succeeded "$drain_hook" "$N"
 R[drain_rate]=$(rate $N $((t1 - t0)))
 R[drain_vs_bare]=$(ratio "${R[drain_rate]}" "${R[bare_rate]}")
 echo "drain: $N queued in one transaction, ${R[drain_rate]} deliveries/s after commit (${R[drain_vs_bare]} of the bare client; target >= 0.7)"
+# the same at the default of 32 requests in flight to one webhook (half the bare client's 64)
+psql_ "-c 'ALTER SYSTEM SET aloro_webhook.max_in_flight_per_webhook = 32' -c 'SELECT pg_reload_conf()'" >/dev/null
+sleep 1   # the worker reads the file at its next wake-up
+sqlf "$(end_calls_sql $N drain32 asst_drain)"
+t0=$(now_ns); t1=$(wait_drained "$drain_hook" 600)
+check_all_succeeded "$drain_hook" "$((2 * N))"
+R[drain_32_rate]=$(rate $N $((t1 - t0)))
+R[drain_32_vs_bare]=$(ratio "${R[drain_32_rate]}" "${R[bare_rate]}")
+psql_ "-c 'ALTER SYSTEM RESET aloro_webhook.max_in_flight_per_webhook' -c 'SELECT pg_reload_conf()'" >/dev/null
+sleep 1
+echo "drain at the default max_in_flight_per_webhook (32): ${R[drain_32_rate]} deliveries/s (${R[drain_32_vs_bare]} of the bare client)"
 if [ -n "${BENCH_STATEMENTS:-}" ]; then
   echo "== the drain's statements by total time (calls, rows per call, mean ms, total ms, query)"
   psql_ "-F ' | ' -c \"SELECT calls, round(rows::numeric / calls, 1), round(mean_exec_time::numeric, 3), round(total_exec_time::numeric), left(regexp_replace(query, '\\s+', ' ', 'g'), 90) FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT 12\""
@@ -436,7 +453,8 @@ met_max() { [ -n "${R[$1]:-}" ] || { echo "n/a"; return; }; awk -v a="${R[$1]}" 
   echo "| ending calls while they are delivered (pgbench, 4 clients, ${ENQ_ROUNDS}×${PGB_T} s) | $(v enqueue_calls_tps) calls/s | $(v enqueue_vs_plain) of the same inserts into a plain table ($(v enqueue_plain_tps)/s) | ≥ 0.6 | $(met enqueue_vs_plain 0.6) |"
   echo "| ending calls with the worker idle (deliveries held) | $(v enqueue_idle_tps) calls/s | $(v enqueue_idle_vs_plain) of the plain inserts | ≥ 0.75 | $(met enqueue_idle_vs_plain 0.75) |"
   echo "| bare client (\`curl -Z --parallel-max 64\`), same body, same nginx | $(v bare_rate) POST/s (median of $(v bare_runs)) | | | |"
-  echo "| drain: $N queued in one transaction | $(v drain_rate) deliveries/s | $(v drain_vs_bare) of the bare client | ≥ 0.7 | $(met drain_vs_bare 0.7) |"
+  echo "| drain: $N queued in one transaction, 64 in flight (the bare client's 64) | $(v drain_rate) deliveries/s | $(v drain_vs_bare) of the bare client | ≥ 0.7 | $(met drain_vs_bare 0.7) |"
+  echo "| the same at the default \`max_in_flight_per_webhook\` (32) | $(v drain_32_rate) deliveries/s | $(v drain_32_vs_bare) of the bare client | | |"
   echo "| backlog: $(v backlog_n) queued in one transaction, drained | $(v backlog_rate) deliveries/s overall; per ${chunk:-100000}: $(v backlog_rates_per_chunk) | slowest $(v backlog_slowest_vs_fastest) of the fastest | ≥ 0.85 | $(met backlog_slowest_vs_fastest 0.85) |"
   echo "| pg_net 0.20, same body, same nginx, best batch size (200 / 1,000 / 3,000 / 10,000) | $(v pg_net_best_good_rate) answered 200/s ($(v pg_net_200_good_rate) / $(v pg_net_1000_good_rate) / $(v pg_net_3000_good_rate) / $(v pg_net_10000_good_rate)) | drain is $(v drain_vs_pg_net)× pg_net's best | ≥ 10× | $(met drain_vs_pg_net 10) |"
   echo "| commit → receiver at 100 calls/s | p50 $(v latency_100_p50_ms) ms, p99 $(v latency_100_p99_ms) ms | | p99 ≤ 20 ms | $(met_max latency_100_p99_ms 20) |"
