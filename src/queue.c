@@ -153,7 +153,6 @@ aw_queue_forget_plans(void)
 			SPI_freeplan(*plans[i]);
 			*plans[i] = NULL;
 		}
-	aw_record_forget_plans();
 }
 
 /*

@@ -270,6 +270,7 @@ aw_detach_queue(AwWorker *w)
 	aw_delivery_free_list(&w->finished);
 	w->nfinished = 0;
 	aw_queue_forget_plans();
+	aw_record_forget_plans();
 	aw_cursors_reset(&w->cursors);
 	aw_stream_forget(&w->stream);
 	aw_health_forget();
@@ -395,6 +396,7 @@ aw_turn(AwWorker *w)
 	{
 		/* ALTER EXTENSION ... UPDATE ran: the statements are made anew for the new tables */
 		aw_queue_forget_plans();
+		aw_record_forget_plans();
 		aw_stream_forget(&w->stream);
 	}
 	w->schema = OidIsValid(extension_oid) ? aw_queue_schema() : 0;
