@@ -81,6 +81,13 @@ aw_spi_text(HeapTuple tuple, TupleDesc desc, int col, MemoryContext cxt)
 	return result;
 }
 
+/* column col (from 1) of row row of the last SPI result; *isnull as SPI_getbinval */
+Datum
+aw_spi_datum(uint64 row, int col, bool *isnull)
+{
+	return SPI_getbinval(SPI_tuptable->vals[row], SPI_tuptable->tupdesc, col, isnull);
+}
+
 /* a bigint[] datum of values[0..n) */
 Datum
 aw_int8_array(const int64 *values, int n)

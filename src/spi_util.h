@@ -22,6 +22,7 @@ extern SPIPlanPtr aw_prepare(const char *sql, int nargs, Oid *types);
 extern SPIPlanPtr aw_prepare_once(SPIPlanPtr *plan, const char *sql, int nargs, Oid *types);
 extern SPIPlanPtr aw_prepare_with(const char *sql, int nargs, Oid *types, int options);
 extern char *aw_spi_text(HeapTuple tuple, TupleDesc desc, int col, MemoryContext cxt);
+extern Datum aw_spi_datum(uint64 row, int col, bool *isnull);
 extern Datum aw_int8_array(const int64 *values, int n);
 extern HTAB *aw_webhook_hash(const char *name, Size entrysize, MemoryContext cxt);
 extern ErrorData *aw_try_in_subtransaction(void (*fn) (void *arg), void *arg,

@@ -200,19 +200,17 @@ aw_read_rows(AwReadRow *out)
 {
 	for (uint64 i = 0; i < SPI_processed; i++)
 	{
-		HeapTuple	t = SPI_tuptable->vals[i];
-		TupleDesc	desc = SPI_tuptable->tupdesc;
 		bool		isnull;
 		Datum		enabled;
 
-		out[i].id = DatumGetInt64(SPI_getbinval(t, desc, 1, &isnull));
-		out[i].webhook_id = DatumGetInt64(SPI_getbinval(t, desc, 2, &isnull));
-		out[i].bytes = DatumGetInt32(SPI_getbinval(t, desc, 3, &isnull));
-		out[i].due_at = DatumGetTimestampTz(SPI_getbinval(t, desc, 4, &isnull));
+		out[i].id = DatumGetInt64(aw_spi_datum(i, 1, &isnull));
+		out[i].webhook_id = DatumGetInt64(aw_spi_datum(i, 2, &isnull));
+		out[i].bytes = DatumGetInt32(aw_spi_datum(i, 3, &isnull));
+		out[i].due_at = DatumGetTimestampTz(aw_spi_datum(i, 4, &isnull));
 		out[i].on_stream = !isnull;
-		enabled = SPI_getbinval(t, desc, 5, &isnull);
+		enabled = aw_spi_datum(i, 5, &isnull);
 		out[i].webhook = isnull ? -1 : (DatumGetBool(enabled) ? 1 : 0);
-		out[i].rate_limit = DatumGetInt32(SPI_getbinval(t, desc, 6, &isnull));
+		out[i].rate_limit = DatumGetInt32(aw_spi_datum(i, 6, &isnull));
 	}
 	return (int) SPI_processed;
 }

@@ -193,12 +193,12 @@ aw_stream_row_forget(void)
 	memset(&aw_row_plans, 0, sizeof(aw_row_plans));
 }
 
-/* reads an int8[] column into a palloc'd array */
+/* reads an int8[] column of the last SPI result into a palloc'd array */
 static int64 *
-aw_int8_column(HeapTuple t, TupleDesc desc, int col, int *n)
+aw_int8_column(uint64 row, int col, int *n)
 {
 	bool		isnull;
-	Datum		d = SPI_getbinval(t, desc, col, &isnull);
+	Datum		d = aw_spi_datum(row, col, &isnull);
 	ArrayType  *a;
 	Datum	   *elems;
 	int64	   *out;
@@ -294,19 +294,17 @@ aw_cursor_rows(int *n)
 	rows = palloc0(sizeof(AwCursorRow) * Max(*n, 1));
 	for (int i = 0; i < *n; i++)
 	{
-		HeapTuple	t = SPI_tuptable->vals[i];
-		TupleDesc	desc = SPI_tuptable->tupdesc;
 		bool		isnull;
 		int			nh;
 
-		rows[i].share = DatumGetInt32(SPI_getbinval(t, desc, 1, &isnull));
-		rows[i].shares = DatumGetInt32(SPI_getbinval(t, desc, 2, &isnull));
-		rows[i].read_upto = DatumGetInt64(SPI_getbinval(t, desc, 3, &isnull));
-		rows[i].lo = aw_int8_column(t, desc, 4, &rows[i].nranges);
-		rows[i].hi = aw_int8_column(t, desc, 5, &nh);
+		rows[i].share = DatumGetInt32(aw_spi_datum(i, 1, &isnull));
+		rows[i].shares = DatumGetInt32(aw_spi_datum(i, 2, &isnull));
+		rows[i].read_upto = DatumGetInt64(aw_spi_datum(i, 3, &isnull));
+		rows[i].lo = aw_int8_column(i, 4, &rows[i].nranges);
+		rows[i].hi = aw_int8_column(i, 5, &nh);
 		rows[i].nranges = Min(rows[i].nranges, nh);
-		rows[i].in_flight = aw_int8_column(t, desc, 6, &rows[i].nin_flight);
-		ItemPointerCopy((ItemPointer) DatumGetPointer(SPI_getbinval(t, desc, 7, &isnull)), &rows[i].ctid);
+		rows[i].in_flight = aw_int8_column(i, 6, &rows[i].nin_flight);
+		ItemPointerCopy((ItemPointer) DatumGetPointer(aw_spi_datum(i, 7, &isnull)), &rows[i].ctid);
 	}
 	return rows;
 }
@@ -517,9 +515,7 @@ aw_stream_save(AwWorker *w)
 	{
 		bool		isnull;
 
-		ItemPointerCopy((ItemPointer) DatumGetPointer(SPI_getbinval(SPI_tuptable->vals[0],
-																	SPI_tuptable->tupdesc, 1, &isnull)),
-						&s->row);
+		ItemPointerCopy((ItemPointer) DatumGetPointer(aw_spi_datum(0, 1, &isnull)), &s->row);
 	}
 	s->saved_sig = sig;
 	s->saved_read_upto = s->read_upto;
