@@ -262,6 +262,15 @@ aw_claim_due(AwWorker *w)
 		(aw_queue_schema() >= 3 && aw_stream_behind(&w->stream));
 }
 
+/* the statements prepared for the extension's tables, and what the stream read through them */
+static void
+aw_forget_statements(AwWorker *w)
+{
+	aw_queue_forget_plans();
+	aw_record_forget_plans();
+	aw_stream_forget(&w->stream);
+}
+
 /* the queue we worked on is gone (extension dropped, or dropped and re-created) */
 static void
 aw_detach_queue(AwWorker *w)
@@ -269,10 +278,8 @@ aw_detach_queue(AwWorker *w)
 	aw_delivery_free_list(&w->in_flight);
 	aw_delivery_free_list(&w->finished);
 	w->nfinished = 0;
-	aw_queue_forget_plans();
-	aw_record_forget_plans();
 	aw_cursors_reset(&w->cursors);
-	aw_stream_forget(&w->stream);
+	aw_forget_statements(w);
 	aw_health_forget();
 	aw_rate_forget();
 	aw_upkeep_forget(&w->upkeep);
@@ -395,9 +402,7 @@ aw_turn(AwWorker *w)
 	else if (OidIsValid(extension_oid) && aw_queue_schema() != w->schema && w->schema != 0)
 	{
 		/* ALTER EXTENSION ... UPDATE ran: the statements are made anew for the new tables */
-		aw_queue_forget_plans();
-		aw_record_forget_plans();
-		aw_stream_forget(&w->stream);
+		aw_forget_statements(w);
 	}
 	w->schema = OidIsValid(extension_oid) ? aw_queue_schema() : 0;
 	if (!OidIsValid(extension_oid))
