@@ -284,6 +284,12 @@ EXCEPTION WHEN OTHERS THEN
 END
 $$;
 
+-- Raises the error a node answered, with its SQLSTATE, message, and its
+-- detail and hint when it had them (src/raise.c).
+CREATE OR REPLACE FUNCTION aloro_webhook._raise(sqlstate text, message text, detail text, hint text)
+RETURNS void LANGUAGE C VOLATILE
+AS 'MODULE_PATHNAME', 'aloro_webhook_raise';
+
 -- On a Citus coordinator: runs a statement on the nodes of the given groups
 -- (NULL: every node but this one), each in its own transaction there, and
 -- returns each one's result.  An error on a node is raised here as it was
@@ -330,17 +336,8 @@ BEGIN
 		END IF;
 		v_answer := r.result::jsonb;
 		IF v_answer ? 'sqlstate' THEN
-			IF v_answer ? 'detail' AND v_answer ? 'hint' THEN
-				RAISE EXCEPTION USING ERRCODE = v_answer->>'sqlstate', MESSAGE = v_answer->>'message',
-									  DETAIL = v_answer->>'detail', HINT = v_answer->>'hint';
-			ELSIF v_answer ? 'detail' THEN
-				RAISE EXCEPTION USING ERRCODE = v_answer->>'sqlstate', MESSAGE = v_answer->>'message',
-									  DETAIL = v_answer->>'detail';
-			ELSIF v_answer ? 'hint' THEN
-				RAISE EXCEPTION USING ERRCODE = v_answer->>'sqlstate', MESSAGE = v_answer->>'message',
-									  HINT = v_answer->>'hint';
-			END IF;
-			RAISE EXCEPTION USING ERRCODE = v_answer->>'sqlstate', MESSAGE = v_answer->>'message';
+			PERFORM aloro_webhook._raise(v_answer->>'sqlstate', v_answer->>'message',
+										v_answer->>'detail', v_answer->>'hint');
 		END IF;
 		RETURN NEXT v_answer->>'result';
 	END LOOP;

@@ -227,6 +227,12 @@ is(Encode::decode('UTF-8', $coord->safe_psql('postgres',
 	my ($ret, $out, $err) = $coord->psql('postgres',
 		"SELECT aloro_webhook.redeliver(" . ($did + 1_000_000) . ")", on_error_stop => 1);
 	like($err, qr/delivery \d+ does not exist/, 'an unknown id on a worker node: the same error as on one node');
+	is($coord->safe_psql('postgres',
+			"CREATE FUNCTION pg_temp.state_of(id bigint) RETURNS text LANGUAGE plpgsql AS \$\$ "
+			  . "BEGIN PERFORM aloro_webhook.redeliver(id); RETURN 'none'; "
+			  . "EXCEPTION WHEN OTHERS THEN RETURN SQLSTATE; END \$\$; "
+			  . "SELECT pg_temp.state_of(" . ($did + 1_000_000) . ")"),
+		'P0002', 'and with its SQLSTATE (no_data_found)');
 
 	ok(poll_until($coord, "SELECT status FROM aloro_webhook.delivery_history WHERE id = $did",
 			'succeeded', 30), 'the redelivery is recorded on its node');
