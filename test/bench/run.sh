@@ -305,16 +305,24 @@ SELECT 'enq_' || nextval('bench_seq'), 'completed', now() - interval '3 minutes'
   FROM bench_template t;
 PGB
   chown postgres "$work/enq_$t.pgb"
-  R[enqueue_${t}_xacts]=0; R[enqueue_${t}_s]=0
+  R[enqueue_${t}_xacts]=0; R[enqueue_${t}_s]=0; R[enqueue_${t}_wal]=0
 done
+# the WAL the server writes while a case runs (for the delivered case, until its deliveries
+# are recorded: the worker's records are part of what a call end costs)
+wal_lsn() { psql_ "-c 'SELECT pg_current_wal_lsn()'"; }
+wal_since() { psql_ "-c \"SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '$1')::bigint\""; }
 for round in $(seq "$ENQ_ROUNDS"); do
   for t in calls idle plain; do
     wait_drained "$enq_hook" 120 >/dev/null
+    lsn0=$(wal_lsn)
     aw_as_postgres "pgbench -n -h '$work' -p $port -c 4 -j 2 -T $PGB_T -f '$work/enq_$t.pgb' postgres" > "$work/pgb_enq_$t.out" 2>&1
+    [ $t = calls ] && wait_drained "$enq_hook" 120 >/dev/null
+    R[enqueue_${t}_wal]=$(( ${R[enqueue_${t}_wal]} + $(wal_since "$lsn0") ))
     R[enqueue_${t}_xacts]=$(( ${R[enqueue_${t}_xacts]} + $(awk '/^number of transactions actually processed/ {print $NF}' "$work/pgb_enq_$t.out") ))
     R[enqueue_${t}_s]=$(( ${R[enqueue_${t}_s]} + PGB_T ))
   done
 done
+for t in calls idle plain; do R[enqueue_${t}_wal_per_call]=$(( ${R[enqueue_${t}_wal]} / ${R[enqueue_${t}_xacts]} )); done
 wait_drained "$enq_hook" 120 >/dev/null
 check_all_succeeded "$enq_hook" "${R[enqueue_calls_xacts]}"
 held=$(psql_ "-c \"SELECT count(*) FROM aloro_webhook.queue WHERE webhook_id = $held_hook AND claimed_by IS NULL\"")
@@ -323,6 +331,7 @@ for t in calls idle plain; do R[enqueue_${t}_tps]=$(( ${R[enqueue_${t}_xacts]} /
 R[enqueue_vs_plain]=$(ratio "${R[enqueue_calls_tps]}" "${R[enqueue_plain_tps]}")
 R[enqueue_idle_vs_plain]=$(ratio "${R[enqueue_idle_tps]}" "${R[enqueue_plain_tps]}")
 echo "enqueue ($ENQ_ROUNDS rounds of ${PGB_T} s each): ending calls ${R[enqueue_calls_tps]}/s while they are delivered, ${R[enqueue_idle_tps]}/s with the worker idle (deliveries held), plain inserts ${R[enqueue_plain_tps]}/s (${R[enqueue_vs_plain]}, target >= 0.6; ${R[enqueue_idle_vs_plain]}, target >= 0.75)"
+echo "enqueue: WAL written per call end: ${R[enqueue_calls_wal_per_call]} B delivered (the worker's records of it included), ${R[enqueue_idle_wal_per_call]} B held, ${R[enqueue_plain_wal_per_call]} B for the plain insert"
 psql_ "-c \"DELETE FROM aloro_webhook.webhooks WHERE id = $held_hook\"" >/dev/null
 fi
 
@@ -462,6 +471,7 @@ met_max() { [ -n "${R[$1]:-}" ] || { echo "n/a"; return; }; awk -v a="${R[$1]}" 
   echo "|---|---|---|---|---|"
   echo "| ending calls while they are delivered (pgbench, 4 clients, ${ENQ_ROUNDS}×${PGB_T} s) | $(v enqueue_calls_tps) calls/s | $(v enqueue_vs_plain) of the same inserts into a plain table ($(v enqueue_plain_tps)/s) | ≥ 0.6 | $(met enqueue_vs_plain 0.6) |"
   echo "| ending calls with the worker idle (deliveries held) | $(v enqueue_idle_tps) calls/s | $(v enqueue_idle_vs_plain) of the plain inserts | ≥ 0.75 | $(met enqueue_idle_vs_plain 0.75) |"
+  echo "| WAL written per call end (all the server wrote during the runs, over the calls ended) | $(v enqueue_calls_wal_per_call) B delivered, $(v enqueue_idle_wal_per_call) B held | $(v enqueue_plain_wal_per_call) B for the plain insert | | |"
   echo "| bare client (\`curl -Z --parallel-max 64\`), same body, same nginx | $(v bare_rate) POST/s (median of $(v bare_runs)) | | | |"
   echo "| drain: $N queued in one transaction, 64 in flight (the bare client's 64) | $(v drain_rate) deliveries/s | $(v drain_vs_bare) of the bare client | ≥ 0.7 | $(met drain_vs_bare 0.7) |"
   echo "| the same at the default \`max_in_flight_per_webhook\` (32) | $(v drain_32_rate) deliveries/s | $(v drain_32_vs_bare) of the bare client | | |"
