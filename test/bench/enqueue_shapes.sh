@@ -26,13 +26,8 @@ set -euo pipefail
 T=${T:-5}; ROUNDS=${ROUNDS:-4}
 work=/tmp/aloro_webhook_enqueue_shapes
 source "$(dirname "$0")/scratch_cluster.sh"
-sqlf "CREATE EXTENSION aloro_webhook;
-$(cat "$aw_root/test/bench/template.sql")
-CREATE TABLE bench_plain (LIKE aloro_webhook.calls INCLUDING ALL);
-CREATE SEQUENCE bench_ids;
-SELECT aloro_webhook.create_webhook('http://127.0.0.1:9/sink', 'whsec_bench', assistant_id => 'asst_held');
-UPDATE aloro_webhook.webhooks SET enabled = false, disabled_reason = 'bench: held', disabled_at = now();
--- a body of the size the trigger builds from the template
+enqueue_setup
+sqlf "-- a body of the size the trigger builds from the template
 CREATE TABLE bench_body (body text);
 INSERT INTO aloro_webhook.calls (id, status, started_at, ended_at, assistant_id, variables, transcript)
 SELECT 'shape_probe', 'completed', now() - interval '3 minutes', now(), 'asst_held', t.variables, t.transcript
