@@ -98,11 +98,14 @@ typedef struct AwVariant
  * per matching webhook (with its body, when it is the only one to carry
  * it).  Its parts look each other up with scalar subqueries over a row or
  * two, never with joins, whose plans (a hash table for two rows) cost more
- * than the lookups.
+ * than the lookups.  The two variants come as parameters of their own, not
+ * in an array: an array holds its elements uncompressed, a parameter keeps
+ * the body as aw_body_datum compressed it.
  *
- *	$1 call id, $2 the watched table, $3..$6 the variants (number, body,
- *	bytes, shared), $7..$9 the deliveries (webhook, variant, error), $10 the
- *	delay before the first attempt
+ *	$1 call id, $2 the watched table, $3..$8 the variants without and with
+ *	the recording (body, body, bytes, bytes, shared, shared), $9..$11 the
+ *	deliveries (webhook, variant, error), $12 the delay before the first
+ *	attempt
  */
 #define AW_END_SQL \
 	"WITH e AS (" \
@@ -112,9 +115,7 @@ typedef struct AwVariant
 	"  SELECT CASE WHEN x.shared THEN " \
 	"           pg_catalog.nextval('aloro_webhook.payloads_id_seq'::pg_catalog.regclass) END AS id, " \
 	"         x.variant, x.body, x.bytes, x.shared " \
-	"    FROM e CROSS JOIN ROWS FROM (pg_catalog.unnest($3), pg_catalog.unnest($4), " \
-	"                                 pg_catalog.unnest($5), pg_catalog.unnest($6)) " \
-	"         AS x(variant, body, bytes, shared)), " \
+	"    FROM e CROSS JOIN (VALUES (0, $3, $5, $7), (1, $4, $6, $8)) AS x(variant, body, bytes, shared)), " \
 	"p AS (" \
 	"  INSERT INTO aloro_webhook.payloads (id, call_id, body, bytes) " \
 	"  SELECT v.id, $1, v.body, v.bytes FROM v WHERE v.id IS NOT NULL AND v.body IS NOT NULL) " \
@@ -123,9 +124,9 @@ typedef struct AwVariant
 	"       (SELECT v.id FROM v WHERE v.variant = x.variant AND v.body IS NOT NULL), " \
 	"       (SELECT v.body FROM v WHERE v.variant = x.variant AND NOT v.shared), " \
 	"       COALESCE((SELECT v.bytes FROM v WHERE v.variant = x.variant), 0), " \
-	"       CASE WHEN x.err IS NULL THEN pg_catalog.now() + $10 END, x.err " \
-	"  FROM e CROSS JOIN ROWS FROM (pg_catalog.unnest($7), pg_catalog.unnest($8), " \
-	"                              pg_catalog.unnest($9)) AS x(w, variant, err) " \
+	"       CASE WHEN x.err IS NULL THEN pg_catalog.now() + $12 END, x.err " \
+	"  FROM e CROSS JOIN ROWS FROM (pg_catalog.unnest($9), pg_catalog.unnest($10), " \
+	"                              pg_catalog.unnest($11)) AS x(w, variant, err) " \
 	"ON CONFLICT (call_id, webhook_id, event) DO NOTHING"
 
 /*
@@ -345,17 +346,6 @@ aw_int4_array(const int32 *values, int n)
 	return PointerGetDatum(construct_array(d, n, INT4OID, 4, true, TYPALIGN_INT));
 }
 
-/* a bool[] datum */
-static Datum
-aw_bool_array(const bool *values, int n)
-{
-	Datum	   *d = palloc(sizeof(Datum) * Max(n, 1));
-
-	for (int i = 0; i < n; i++)
-		d[i] = BoolGetDatum(values[i]);
-	return PointerGetDatum(construct_array(d, n, BOOLOID, 1, true, TYPALIGN_CHAR));
-}
-
 /*
  * A body as the text datum delivery_log stores, compressed (lz4) when that
  * makes it smaller: rows of a couple of kB are under the size at which
@@ -395,13 +385,15 @@ aw_end_call_one(const char *call_id, Oid source, const AwMatch *match, const AwV
 		elog(ERROR, "could not queue the delivery of call \"%s\"", call_id);
 }
 
-/* a call's body variants and deliveries, as the arrays the statements take */
+/*
+ * A call's deliveries as the arrays the statements take; for 0.2.0's
+ * statement (for_020) also its body variants and each delivery's status.
+ */
 typedef struct AwCallArrays
 {
 	Datum		numbers;		/* per variant: 0 without the recording, 1 with */
 	Datum		bodies;
 	Datum		bytes;
-	Datum		shared;			/* carried by more than one delivery */
 	Datum		hooks;			/* per delivery: its webhook, */
 	Datum		which;			/* its variant, */
 	Datum		statuses;		/* pending, or failed when its body is not sent, */
@@ -409,12 +401,11 @@ typedef struct AwCallArrays
 } AwCallArrays;
 
 static void
-aw_call_arrays(AwMatch *matches, int nmatch, AwVariant *variants, AwCallArrays *a)
+aw_call_arrays(AwMatch *matches, int nmatch, AwVariant *variants, bool for_020, AwCallArrays *a)
 {
 	char	   *bodies[2];
 	int32		bytes[2];
 	int32		numbers[2] = {0, 1};
-	bool		shared[2];
 	int64	   *hooks = palloc(sizeof(int64) * Max(nmatch, 1));
 	int32	   *which = palloc(sizeof(int32) * Max(nmatch, 1));
 	char	  **statuses = palloc(sizeof(char *) * Max(nmatch, 1));
@@ -424,7 +415,6 @@ aw_call_arrays(AwMatch *matches, int nmatch, AwVariant *variants, AwCallArrays *
 	{
 		bodies[v] = variants[v].body;
 		bytes[v] = variants[v].body ? (int32) strlen(variants[v].body) : 0;
-		shared[v] = variants[v].wanted > 1;
 	}
 	for (int i = 0; i < nmatch; i++)
 	{
@@ -433,50 +423,71 @@ aw_call_arrays(AwMatch *matches, int nmatch, AwVariant *variants, AwCallArrays *
 		errors[i] = variants[which[i]].error;
 		statuses[i] = errors[i] == NULL ? "pending" : "failed";
 	}
-	a->numbers = aw_int4_array(numbers, 2);
-	a->bodies = aw_text_array(bodies, 2);
-	a->bytes = aw_int4_array(bytes, 2);
-	a->shared = aw_bool_array(shared, 2);
+	if (for_020)
+	{
+		a->numbers = aw_int4_array(numbers, 2);
+		a->bodies = aw_text_array(bodies, 2);
+		a->bytes = aw_int4_array(bytes, 2);
+		a->statuses = aw_text_array(statuses, nmatch);
+	}
 	a->hooks = aw_int8_array(hooks, nmatch);
 	a->which = aw_int4_array(which, nmatch);
-	a->statuses = aw_text_array(statuses, nmatch);
 	a->errors = aw_text_array(errors, nmatch);
 }
 
 /*
  * The ended mark and every delivery of the call in one statement: 0.3.0's
- * (shared bodies in payloads, one delivery_log row per match), or 0.2.0's
- * (every body in payloads, a queue row per pending delivery).
+ * (shared bodies in payloads, compressed as in a delivery's own row, one
+ * delivery_log row per match), or 0.2.0's (every body in payloads, a queue
+ * row per pending delivery).
  */
 static void
 aw_end_call_many(int schema, const char *call_id, Oid source, AwMatch *matches, int nmatch,
 				 AwVariant *variants, Interval *first_delay)
 {
-	Datum		args[10];
+	Datum		args[12];
+	char		nulls[12];
 	AwCallArrays a;
 	SPIPlanPtr	plan;
 
+	aw_call_arrays(matches, nmatch, variants, schema == 2, &a);
+	memset(nulls, ' ', sizeof(nulls));
+	args[0] = CStringGetTextDatum(call_id);
+	args[1] = ObjectIdGetDatum(source);
 	if (schema == 2)
+	{
+		/* the variants as arrays, and each delivery's status */
 		plan = aw_trigger_plan(&aw_end_020_plan, AW_END_020_SQL, 10,
 							   (Oid[]) {TEXTOID, OIDOID, INT4ARRAYOID, TEXTARRAYOID, INT4ARRAYOID,
 							   INT8ARRAYOID, INT4ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, INTERVALOID});
+		args[2] = a.numbers;
+		args[3] = a.bodies;
+		args[4] = a.bytes;
+		args[5] = a.hooks;
+		args[6] = a.which;
+		args[7] = a.statuses;
+		args[8] = a.errors;
+		args[9] = IntervalPGetDatum(first_delay);
+	}
 	else
-		plan = aw_trigger_plan(&aw_end_plan, AW_END_SQL, 10,
-							   (Oid[]) {TEXTOID, OIDOID, INT4ARRAYOID, TEXTARRAYOID, INT4ARRAYOID,
-							   BOOLARRAYOID, INT8ARRAYOID, INT4ARRAYOID, TEXTARRAYOID, INTERVALOID});
-	aw_call_arrays(matches, nmatch, variants, &a);
-	args[0] = CStringGetTextDatum(call_id);
-	args[1] = ObjectIdGetDatum(source);
-	args[2] = a.numbers;
-	args[3] = a.bodies;
-	args[4] = a.bytes;
-	/* 0.2.0's takes each delivery's status; 0.3.0's, which bodies are shared */
-	args[5] = schema == 2 ? a.hooks : a.shared;
-	args[6] = schema == 2 ? a.which : a.hooks;
-	args[7] = schema == 2 ? a.statuses : a.which;
-	args[8] = a.errors;
-	args[9] = IntervalPGetDatum(first_delay);
-	if (SPI_execute_plan(plan, args, NULL, false, 0) < 0)
+	{
+		/* each variant's body compressed, its size, and whether several carry it */
+		plan = aw_trigger_plan(&aw_end_plan, AW_END_SQL, 12,
+							   (Oid[]) {TEXTOID, OIDOID, TEXTOID, TEXTOID, INT4OID, INT4OID, BOOLOID, BOOLOID,
+							   INT8ARRAYOID, INT4ARRAYOID, TEXTARRAYOID, INTERVALOID});
+		for (int v = 0; v < 2; v++)
+		{
+			args[2 + v] = variants[v].body ? aw_body_datum(variants[v].body) : (Datum) 0;
+			nulls[2 + v] = variants[v].body ? ' ' : 'n';
+			args[4 + v] = Int32GetDatum(variants[v].body ? (int32) strlen(variants[v].body) : 0);
+			args[6 + v] = BoolGetDatum(variants[v].wanted > 1);
+		}
+		args[8] = a.hooks;
+		args[9] = a.which;
+		args[10] = a.errors;
+		args[11] = IntervalPGetDatum(first_delay);
+	}
+	if (SPI_execute_plan(plan, args, nulls, false, 0) < 0)
 		elog(ERROR, "could not queue the deliveries of call \"%s\"", call_id);
 }
 

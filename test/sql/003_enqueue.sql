@@ -239,3 +239,27 @@ SELECT pg_column_compression(l.body) AS compression, l.bytes < 1500 AS short, pg
   FROM aloro_webhook.delivery_log l JOIN aloro_webhook.deliveries d ON d.id = l.id
  WHERE l.call_id = 'e_lz4';
 ROLLBACK;
+
+-- So is one that several deliveries carry (stored once, in payloads), and each
+-- of two variants (with and without the recording) that one delivery carries.
+BEGIN;
+DELETE FROM aloro_webhook.webhooks;
+SELECT count(aloro_webhook.create_webhook('https://receiver.example/e_lz4_' || g, name => 'e_lz4_' || g,
+                                          include_recording => g <> 3)) AS e_lz4_hooks
+  FROM generate_series(1, 3) g;
+INSERT INTO aloro_webhook.calls (id, status, transcript, recording_url)
+SELECT 'e_lz4_many', 'completed', jsonb_agg(jsonb_build_object('speaker', 'ai', 'text', 'Sentence ' || g || ' about the order.')),
+       'https://recordings.example/e_lz4_many.mp3'
+  FROM generate_series(1, 10) g;
+SELECT w.name, l.payload_id IS NOT NULL AS shared,
+       pg_column_compression(coalesce(l.body, p.body)) AS compression,
+       pg_column_size(coalesce(l.body, p.body)) < l.bytes / 2 AS smaller,
+       octet_length(coalesce(l.body, p.body)) = l.bytes AS bytes_match,
+       d.body = aloro_webhook.call_payload('e_lz4_many', w.include_recording) AS body_match
+  FROM aloro_webhook.delivery_log l
+  JOIN aloro_webhook.webhooks w ON w.id = l.webhook_id
+  JOIN aloro_webhook.deliveries d ON d.id = l.id
+  LEFT JOIN aloro_webhook.payloads p ON p.id = l.payload_id
+ WHERE l.call_id = 'e_lz4_many'
+ ORDER BY w.name;
+ROLLBACK;
