@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Where the ending backends' time goes, and what WAL alone costs them:
 # pgbench (4 clients, one call ended per transaction, the 1.8 kB body of
-# run.sh) in three cases, alternating ROUNDS times:
+# run.sh) in four cases, alternating ROUNDS times:
 #   plain   the call's row into a plain table with the calls table's columns
 #   padded  the same row with 600 more bytes that do not compress (md5 text
 #           in a column stored uncompressed, read from a one-row table that
 #           every case reads): more WAL per commit, no more work otherwise
 #   held    the call into aloro_webhook.calls, its delivery held (the real
 #           trigger: the ended mark and the delivery row with its body)
+#   held2   the same for a call two webhooks want (the body stored once, in
+#           payloads, and two delivery rows)
 # For each: calls per second, the WAL written per call (pg_current_wal_lsn
 # before and after, over the calls), and what the four clients' backends were
 # doing, sampled every 10 ms from pg_stat_activity (the share of samples per
@@ -26,6 +28,9 @@ source "$(dirname "$0")/scratch_cluster.sh"
 enqueue_setup
 sqlf "CREATE TABLE bench_padded (LIKE aloro_webhook.calls INCLUDING ALL, pad text);
 ALTER TABLE bench_padded ALTER COLUMN pad SET STORAGE EXTERNAL;
+SELECT aloro_webhook.create_webhook('http://127.0.0.1:9/sink' || g, 'whsec_bench', assistant_id => 'asst_held2')
+  FROM generate_series(1, 2) g;
+UPDATE aloro_webhook.webhooks SET enabled = false, disabled_reason = 'bench: held', disabled_at = now();
 -- 600 bytes that do not compress (md5 hex), stored as they are
 CREATE TABLE bench_pad AS SELECT string_agg(md5(g::text), '') AS pad FROM generate_series(1, 19) g;
 CREATE TABLE bench_waits (kase text, wait text);" >/dev/null
@@ -33,11 +38,12 @@ CREATE TABLE bench_waits (kase text, wait text);" >/dev/null
 cols="id, status, started_at, ended_at, assistant_id, variables, transcript"
 vals="'w_' || nextval('bench_ids'), 'completed', now() - interval '3 minutes', now(), 'asst_held', t.variables, t.transcript"
 # the pad is read in every case (a one-row table), written only by "padded"
-for c in plain padded held; do
+for c in plain padded held held2; do
   case $c in
     plain) sql="INSERT INTO bench_plain ($cols) SELECT $vals FROM bench_template t, bench_pad p;" ;;
     padded) sql="INSERT INTO bench_padded ($cols, pad) SELECT $vals, p.pad FROM bench_template t, bench_pad p;" ;;
     held) sql="INSERT INTO aloro_webhook.calls ($cols) SELECT $vals FROM bench_template t, bench_pad p;" ;;
+    held2) sql="INSERT INTO aloro_webhook.calls ($cols) SELECT ${vals/asst_held/asst_held2} FROM bench_template t, bench_pad p;" ;;
   esac
   printf '%s\n' "$sql" > "$work/$c.pgb"
   chown postgres "$work/$c.pgb"
@@ -45,7 +51,7 @@ done
 
 declare -A N S WAL
 for r in $(seq "$ROUNDS"); do
-  for c in plain padded held; do
+  for c in plain padded held held2; do
     lsn0=$(psql_ "-c 'SELECT pg_current_wal_lsn()'")
     aw_as_postgres "pgbench -n -h '$work' -p $port -c 4 -j 2 -T $T -f '$work/$c.pgb' postgres" > "$work/pgb_$c.out" 2>&1 &
     pgb=$!
@@ -67,7 +73,7 @@ INSERT INTO bench_waits SELECT '$c', wait FROM w;" >/dev/null
     WAL[$c]=$(( ${WAL[$c]:-0} + $(psql_ "-c \"SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '$lsn0')::bigint\"") ))
   done
 done
-for c in plain padded held; do
+for c in plain padded held held2; do
   echo "$c: $(( N[$c] / S[$c] )) calls/s, $(( WAL[$c] / N[$c] )) B of WAL per call"
 done
 echo "the ending backends, share of samples while active (per case):"
@@ -75,4 +81,4 @@ psql_ "-c \"SELECT kase || ': ' || string_agg(wait || ' ' || round(100.0 * n / t
              FROM (SELECT kase, wait, count(*) AS n, sum(count(*)) OVER (PARTITION BY kase) AS total
                      FROM bench_waits GROUP BY kase, wait) x
             WHERE 100.0 * n / total >= 1
-            GROUP BY kase ORDER BY min(CASE kase WHEN 'plain' THEN 1 WHEN 'padded' THEN 2 ELSE 3 END)\""
+            GROUP BY kase ORDER BY min(CASE kase WHEN 'plain' THEN 1 WHEN 'padded' THEN 2 WHEN 'held' THEN 3 ELSE 4 END)\""
